@@ -1,0 +1,39 @@
+# Each target creates .venv (once) and installs what it needs into it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: demo test bench lint install clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.demo-installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e ".[train,viz,report]"
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.demo-installed
+
+demo: $(VENV)/.demo-installed
+	$(PY) -m vitlens demo --out runs/demo
+
+test: $(VENV)/.dev-installed
+	bash scripts/ensure-chromium.sh
+	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m pytest -n 2 --dist loadfile
+
+bench: $(VENV)/.dev-installed
+	$(PY) benchmarks/run.py
+
+lint: $(VENV)/.dev-installed
+	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff format --check src tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -1,0 +1,39 @@
+"""vitlens: a PyTorch Vision Transformer whose attention you can see.
+
+``import vitlens`` needs only torch. Sub-packages with heavier dependencies (``explain``,
+``plot``, ``report``, the checkpoint readers) are imported the first time they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import PRESETS, ViTConfig, get_config, list_models
+from .model import TokenLayout, ViTOutput, VisionTransformer, create_model
+
+__version__ = "0.1.0"
+
+# name -> module that defines it, imported on first access
+_LAZY = {
+    "load": "checkpoint",
+    "from_timm": "checkpoint",
+    "from_hf": "checkpoint",
+    "from_torchvision": "checkpoint",
+    "transforms_for": "data",
+}
+_SUBMODULES = ("explain", "plot", "report", "data", "train", "checkpoint", "seed", "hub", "bench")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'vitlens' has no attribute {name!r}")
+
+
+__all__ = [
+    "PRESETS", "TokenLayout", "ViTConfig", "ViTOutput", "VisionTransformer", "create_model", "get_config",
+    "list_models", "__version__", *_LAZY,
+]

@@ -1,0 +1,248 @@
+"""ViTConfig and the named presets: the one place where architecture numbers live.
+
+Field names follow timm's ``VisionTransformer`` arguments so that a timm user can read a
+config at a glance and so that checkpoints map onto it without translation tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+POOLINGS = ("token", "avg")
+POS_EMBEDS = ("learn", "sincos2d", "none")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swiglu")
+NORMS = ("layernorm", "none")
+POS_INTERPOLATIONS = ("timm", "hf", "torchvision")
+
+
+@dataclass
+class ViTConfig:
+    """Everything needed to build a :class:`vitlens.VisionTransformer`.
+
+    Architecture fields use timm's names. ``mlp_dim`` (when set) overrides ``mlp_ratio`` with an
+    exact hidden width. ``norm_layer='none'`` removes every LayerNorm (only the seed model wants
+    that). ``pos_embed_interp`` picks whose resampling rule is used when the input grid differs
+    from ``img_size`` (see :func:`vitlens.model.resample_pos_embed`). The pre-processing fields
+    (``image_mean``, ``image_std``, ``interpolation``, ``crop_pct``) and ``labels`` describe how
+    images must be prepared and what the classes are called; they do not change the network.
+    """
+
+    img_size: int | tuple[int, int] = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    mlp_dim: int | None = None
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    class_token: bool = True
+    global_pool: str = "token"
+    reg_tokens: int = 0
+    distilled: bool = False
+    no_embed_class: bool = False
+    pos_embed: str = "learn"
+    pos_embed_interp: str = "timm"
+    pre_norm: bool = False
+    final_norm: bool = True
+    fc_norm: bool | None = None
+    init_values: float | None = None
+    act_layer: str = "gelu"
+    norm_layer: str = "layernorm"
+    norm_eps: float = 1e-6
+    patch_bias: bool = True
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    proj_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    # Pre-processing and class names (metadata: they never change the network's numbers).
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    interpolation: str = "bicubic"
+    crop_pct: float = 1.0
+    labels: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.img_size, list):
+            self.img_size = tuple(self.img_size)
+        self.image_mean = tuple(float(v) for v in self.image_mean)
+        self.image_std = tuple(float(v) for v in self.image_std)
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field, the allowed values and what came."""
+
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"ViTConfig.{name} must be one of {allowed}, got {value!r}")
+
+        choice("global_pool", POOLINGS)
+        choice("pos_embed", POS_EMBEDS)
+        choice("act_layer", ACTIVATIONS)
+        choice("norm_layer", NORMS)
+        choice("pos_embed_interp", POS_INTERPOLATIONS)
+        for name in ("patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"ViTConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"ViTConfig.embed_dim ({self.embed_dim}) must be divisible by num_heads "
+                f"({self.num_heads}); each head gets embed_dim // num_heads channels"
+            )
+        if self.num_classes < 0 or self.reg_tokens < 0:
+            raise ValueError("ViTConfig.num_classes and reg_tokens must be >= 0")
+        if self.global_pool == "token" and not self.class_token:
+            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg'")
+        if self.distilled and not self.class_token:
+            raise ValueError("distilled=True (DeiT distillation token) needs class_token=True")
+        h, w = self.grid_size
+        if h < 1 or w < 1 or self.img_hw[0] % self.patch_size or self.img_hw[1] % self.patch_size:
+            raise ValueError(
+                f"ViTConfig.img_size {self.img_hw} must be a positive multiple of patch_size "
+                f"{self.patch_size}"
+            )
+        if self.act_layer == "swiglu" and self.hidden_dim % 2:
+            raise ValueError(f"act_layer='swiglu' packs two halves: hidden width {self.hidden_dim} must be even")
+
+    # ------------------------------------------------------------ derived values
+    @property
+    def img_hw(self) -> tuple[int, int]:
+        """``img_size`` as (height, width)."""
+        s = self.img_size
+        return (int(s), int(s)) if isinstance(s, int) else (int(s[0]), int(s[1]))
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Patch grid (rows, columns) at the native image size."""
+        h, w = self.img_hw
+        return h // self.patch_size, w // self.patch_size
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: class, distillation and register tokens."""
+        return int(self.class_token) + int(self.distilled) + self.reg_tokens
+
+    @property
+    def hidden_dim(self) -> int:
+        """Width of the MLP's hidden layer."""
+        return self.mlp_dim if self.mlp_dim is not None else int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def use_fc_norm(self) -> bool:
+        """timm's rule: with average pooling the final norm moves after the pooling."""
+        return self.global_pool == "avg" if self.fc_norm is None else bool(self.fc_norm)
+
+    # ------------------------------------------------------------ (de)serialize
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> ViTConfig:
+        """Build from a dict; unknown keys are an error that lists them and the known ones."""
+        merged = {**d, **overrides}
+        merged.pop("model_type", None)
+        merged.pop("vitlens_version", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            hints = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
+            detail = ", ".join(f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for u, h in hints.items())
+            raise ValueError(f"unknown ViTConfig field(s): {detail}")
+        return cls(**merged)
+
+    def to_json(self) -> str:
+        return json.dumps({"model_type": "vitlens", **self.to_dict()}, indent=2)
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> ViTConfig:
+        """Read a config from JSON text or from a path to a ``config.json``."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text_or_path).read_text()
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> ViTConfig:
+        return dataclasses.replace(self, **changes)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _vit(embed_dim: int, depth: int, num_heads: int, patch_size: int = 16, **kw: Any) -> dict[str, Any]:
+    return dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads, patch_size=patch_size, **kw)
+
+
+_DEIT = dict(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, crop_pct=0.875)
+_DINOV2 = dict(img_size=518, patch_size=14, init_values=1e-5, num_classes=0, image_mean=IMAGENET_MEAN,
+               image_std=IMAGENET_STD, crop_pct=1.0)
+_DINOV2_REG = dict(_DINOV2, reg_tokens=4, no_embed_class=True)
+_GIANT = dict(embed_dim=1536, depth=40, num_heads=24, act_layer="swiglu", mlp_ratio=2.66667 * 2)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # timm / Google ViT (augreg weights use mean = std = 0.5)
+    "vit_tiny_patch16_224": _vit(192, 12, 3, crop_pct=0.9),
+    "vit_small_patch16_224": _vit(384, 12, 6, crop_pct=0.9),
+    "vit_base_patch16_224": _vit(768, 12, 12, crop_pct=0.9),
+    "vit_base_patch32_224": _vit(768, 12, 12, patch_size=32, crop_pct=0.9),
+    "vit_large_patch16_224": _vit(1024, 24, 16, crop_pct=0.9),
+    # DeiT (ImageNet mean/std); the distilled ones carry a second (distillation) token and head
+    "deit_tiny_patch16_224": _vit(192, 12, 3, **_DEIT),
+    "deit_small_patch16_224": _vit(384, 12, 6, **_DEIT),
+    "deit_base_patch16_224": _vit(768, 12, 12, **_DEIT),
+    "deit_tiny_distilled_patch16_224": _vit(192, 12, 3, distilled=True, **_DEIT),
+    "deit_small_distilled_patch16_224": _vit(384, 12, 6, distilled=True, **_DEIT),
+    "deit_base_distilled_patch16_224": _vit(768, 12, 12, distilled=True, **_DEIT),
+    # DINOv2 (layer scale, 518 px, patch 14; the reg4 ones add four register tokens)
+    "vit_small_patch14_dinov2": _vit(384, 12, 6, **_DINOV2),
+    "vit_base_patch14_dinov2": _vit(768, 12, 12, **_DINOV2),
+    "vit_large_patch14_dinov2": _vit(1024, 24, 16, **_DINOV2),
+    "vit_giant_patch14_dinov2": dict(_DINOV2, **_GIANT),
+    "vit_small_patch14_reg4_dinov2": _vit(384, 12, 6, **_DINOV2_REG),
+    "vit_base_patch14_reg4_dinov2": _vit(768, 12, 12, **_DINOV2_REG),
+    "vit_large_patch14_reg4_dinov2": _vit(1024, 24, 16, **_DINOV2_REG),
+    "vit_giant_patch14_reg4_dinov2": dict(_DINOV2_REG, **_GIANT),
+    # Small-data presets that train on a laptop CPU.
+    # vit_digits: scikit-learn's 8x8 grey digits, upsampled to 16x16 and cut into 2x2 patches.
+    "vit_digits": dict(img_size=16, patch_size=2, in_chans=1, num_classes=10, embed_dim=64, depth=4,
+                       num_heads=4, mlp_ratio=2.0, image_mean=(0.5,), image_std=(0.5,),
+                       interpolation="bilinear", labels=[str(i) for i in range(10)]),
+    # vit_cifar: 32x32 RGB, patch 4 (64 patches), width 192, depth 6, 3 heads, MLP 384.
+    "vit_cifar": dict(img_size=32, patch_size=4, num_classes=10, embed_dim=192, depth=6, num_heads=3,
+                      mlp_ratio=2.0, image_mean=(0.4914, 0.4822, 0.4465), image_std=(0.2470, 0.2435, 0.2616)),
+}
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the presets, sorted, optionally filtered with a shell-style pattern."""
+    import fnmatch
+
+    return sorted(n for n in PRESETS if fnmatch.fnmatch(n, pattern))
+
+
+def get_config(name: str, **overrides: Any) -> ViTConfig:
+    """The preset ``name`` as a :class:`ViTConfig`, with ``overrides`` applied.
+
+    A timm-style pretrained tag (``vit_small_patch16_224.augreg_in21k``) is accepted: the part
+    after the dot is ignored here.
+    """
+    base = name.split(".", 1)[0]
+    if base not in PRESETS:
+        close = difflib.get_close_matches(base, PRESETS, n=4, cutoff=0.5)
+        hint = f"; close names: {', '.join(close)}" if close else ""
+        raise ValueError(f"unknown model preset {name!r}{hint}. vitlens.list_models() lists all {len(PRESETS)}.")
+    return ViTConfig.from_dict(dict(PRESETS[base]), **overrides)
