@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import vitlens
-from vitlens import ViTConfig, VisionTransformer
+from vitlens import VisionTransformer, ViTConfig
 
 from .conftest import small
 
@@ -41,7 +41,9 @@ def test_every_preset_runs_at_a_small_size(name):
     assert out.features.shape == (2, n, c.embed_dim)
 
 
-@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "vit_small_patch14_reg4_dinov2", "deit_tiny_distilled_patch16_224"])
+@pytest.mark.parametrize(
+    "name", ["vit_tiny_patch16_224", "vit_small_patch14_reg4_dinov2", "deit_tiny_distilled_patch16_224"]
+)
 def test_maps_are_probabilities_equal_to_a_manual_recomputation(name):
     model = small(name, qk_norm=name.startswith("vit_tiny")).eval()
     x = torch.randn(3, 3, *model.config.img_hw)
@@ -55,9 +57,20 @@ def test_maps_are_probabilities_equal_to_a_manual_recomputation(name):
 
 @pytest.mark.parametrize("pool, regs", [("token", 0), ("avg", 2)])
 def test_fused_and_explicit_paths_agree(pool, regs):
-    model = VisionTransformer(ViTConfig(img_size=32, patch_size=4, embed_dim=96, depth=3, num_heads=4,
-                                        num_classes=5, global_pool=pool, class_token=pool == "token",
-                                        reg_tokens=regs, init_values=0.1)).eval()
+    model = VisionTransformer(
+        ViTConfig(
+            img_size=32,
+            patch_size=4,
+            embed_dim=96,
+            depth=3,
+            num_heads=4,
+            num_classes=5,
+            global_pool=pool,
+            class_token=pool == "token",
+            reg_tokens=regs,
+            init_values=0.1,
+        )
+    ).eval()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         plain = model(x)
@@ -80,8 +93,9 @@ def test_plain_path_runs_fused_and_stores_nothing(monkeypatch):
     model = small("vit_tiny_patch16_224").eval()
     calls = []
     real = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     model(torch.randn(1, 3, 64, 64))
     assert len(calls) == model.depth
     calls.clear()
@@ -107,12 +121,15 @@ def test_layer_scale_registers_and_distillation_layout():
     reg = small("vit_small_patch14_reg4_dinov2")
     lay = reg.token_layout((56, 56))
     assert (lay.num_prefix_tokens, lay.register_indices, lay.patch_slice) == (5, (1, 2, 3, 4), slice(5, 21))
-    avg = VisionTransformer(ViTConfig(img_size=32, patch_size=8, class_token=False, global_pool="avg",
-                                      embed_dim=32, num_heads=2, depth=1))
+    avg = VisionTransformer(
+        ViTConfig(img_size=32, patch_size=8, class_token=False, global_pool="avg", embed_dim=32, num_heads=2, depth=1)
+    )
     assert avg.token_layout((32, 32)).class_index is None
 
 
-@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "vit_small_patch14_reg4_dinov2", "deit_tiny_distilled_patch16_224"])
+@pytest.mark.parametrize(
+    "name", ["vit_tiny_patch16_224", "vit_small_patch14_reg4_dinov2", "deit_tiny_distilled_patch16_224"]
+)
 def test_position_embeddings_resample_to_other_and_non_square_sizes(name):
     model = small(name).eval()
     p = model.config.patch_size
@@ -141,8 +158,9 @@ def test_resampling_methods_keep_shape_and_differ(method):
 
 def test_sincos_and_no_position_models_run_at_any_size():
     for kind in ("sincos2d", "none"):
-        model = VisionTransformer(ViTConfig(img_size=32, patch_size=8, embed_dim=32, num_heads=2, depth=1,
-                                            num_classes=3, pos_embed=kind)).eval()
+        model = VisionTransformer(
+            ViTConfig(img_size=32, patch_size=8, embed_dim=32, num_heads=2, depth=1, num_classes=3, pos_embed=kind)
+        ).eval()
         assert model(torch.randn(1, 3, 48, 24)).shape == (1, 3)
         assert model.pos_embed is None
 
@@ -184,8 +202,9 @@ def test_bad_images_raise_clear_errors(shape, match):
         model(torch.randn(*shape))
 
 
-@pytest.mark.parametrize("request_, match", [([5], "out of range for a 2-layer model"), ([-3], "valid: -2..1"),
-                                             (["a"], "layer indices")])
+@pytest.mark.parametrize(
+    "request_, match", [([5], "out of range for a 2-layer model"), ([-3], "valid: -2..1"), (["a"], "layer indices")]
+)
 def test_bad_layer_index_is_named(request_, match):
     model = small("vit_tiny_patch16_224")
     with pytest.raises(ValueError, match=match):
@@ -200,5 +219,6 @@ def test_compile_fullgraph_in_both_modes():
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
         out = compiled(x, return_attention=[-1])
-        torch.testing.assert_close(out.attentions[-1], model(x, return_attention=[-1]).attentions[-1],
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            out.attentions[-1], model(x, return_attention=[-1]).attentions[-1], atol=1e-5, rtol=1e-5
+        )

@@ -30,7 +30,13 @@ def test_seed_model_keeps_the_page_architecture():
     model = VIT(32, 4, 3, 10, 128, 8, 6, 256, 0.1)
     c = model.config
     assert (c.class_token, c.global_pool, c.pos_embed, c.norm_layer, c.act_layer, c.hidden_dim) == (
-        False, "avg", "none", "none", "relu", 256)
+        False,
+        "avg",
+        "none",
+        "none",
+        "relu",
+        256,
+    )
     assert not any(isinstance(m, torch.nn.LayerNorm) for m in model.modules())
     normed = VIT(32, 4, 3, 10, 128, 8, 6, 256, 0.1, layer_norm=True, pos_embed="learn")
     assert sum(isinstance(m, torch.nn.LayerNorm) for m in normed.modules()) == 2 * 6 + 1

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from .config import PRESETS, ViTConfig, get_config, list_models
-from .model import TokenLayout, ViTOutput, VisionTransformer, create_model
+from .model import TokenLayout, VisionTransformer, ViTOutput, create_model
 
 __version__ = "0.1.0"
 
@@ -34,6 +34,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "PRESETS", "TokenLayout", "ViTConfig", "ViTOutput", "VisionTransformer", "create_model", "get_config",
-    "list_models", "__version__", *_LAZY,
+    "PRESETS",
+    "TokenLayout",
+    "ViTConfig",
+    "ViTOutput",
+    "VisionTransformer",
+    "create_model",
+    "get_config",
+    "list_models",
+    "__version__",
+    *_LAZY,
 ]

@@ -108,8 +108,7 @@ class ViTConfig:
         h, w = self.grid_size
         if h < 1 or w < 1 or self.img_hw[0] % self.patch_size or self.img_hw[1] % self.patch_size:
             raise ValueError(
-                f"ViTConfig.img_size {self.img_hw} must be a positive multiple of patch_size "
-                f"{self.patch_size}"
+                f"ViTConfig.img_size {self.img_hw} must be a positive multiple of patch_size {self.patch_size}"
             )
         if self.act_layer == "swiglu" and self.hidden_dim % 2:
             raise ValueError(f"act_layer='swiglu' packs two halves: hidden width {self.hidden_dim} must be even")
@@ -188,8 +187,15 @@ def _vit(embed_dim: int, depth: int, num_heads: int, patch_size: int = 16, **kw:
 
 
 _DEIT = dict(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, crop_pct=0.875)
-_DINOV2 = dict(img_size=518, patch_size=14, init_values=1e-5, num_classes=0, image_mean=IMAGENET_MEAN,
-               image_std=IMAGENET_STD, crop_pct=1.0)
+_DINOV2 = dict(
+    img_size=518,
+    patch_size=14,
+    init_values=1e-5,
+    num_classes=0,
+    image_mean=IMAGENET_MEAN,
+    image_std=IMAGENET_STD,
+    crop_pct=1.0,
+)
 _DINOV2_REG = dict(_DINOV2, reg_tokens=4, no_embed_class=True)
 _GIANT = dict(embed_dim=1536, depth=40, num_heads=24, act_layer="swiglu", mlp_ratio=2.66667 * 2)
 
@@ -218,12 +224,32 @@ PRESETS: dict[str, dict[str, Any]] = {
     "vit_giant_patch14_reg4_dinov2": dict(_DINOV2_REG, **_GIANT),
     # Small-data presets that train on a laptop CPU.
     # vit_digits: scikit-learn's 8x8 grey digits, upsampled to 16x16 and cut into 2x2 patches.
-    "vit_digits": dict(img_size=16, patch_size=2, in_chans=1, num_classes=10, embed_dim=64, depth=4,
-                       num_heads=4, mlp_ratio=2.0, image_mean=(0.5,), image_std=(0.5,),
-                       interpolation="bilinear", labels=[str(i) for i in range(10)]),
+    "vit_digits": dict(
+        img_size=16,
+        patch_size=2,
+        in_chans=1,
+        num_classes=10,
+        embed_dim=64,
+        depth=4,
+        num_heads=4,
+        mlp_ratio=2.0,
+        image_mean=(0.5,),
+        image_std=(0.5,),
+        interpolation="bilinear",
+        labels=[str(i) for i in range(10)],
+    ),
     # vit_cifar: 32x32 RGB, patch 4 (64 patches), width 192, depth 6, 3 heads, MLP 384.
-    "vit_cifar": dict(img_size=32, patch_size=4, num_classes=10, embed_dim=192, depth=6, num_heads=3,
-                      mlp_ratio=2.0, image_mean=(0.4914, 0.4822, 0.4465), image_std=(0.2470, 0.2435, 0.2616)),
+    "vit_cifar": dict(
+        img_size=32,
+        patch_size=4,
+        num_classes=10,
+        embed_dim=192,
+        depth=6,
+        num_heads=3,
+        mlp_ratio=2.0,
+        image_mean=(0.4914, 0.4822, 0.4465),
+        image_std=(0.2470, 0.2435, 0.2616),
+    ),
 }
 
 

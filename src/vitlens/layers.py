@@ -47,7 +47,9 @@ class PatchEmbed(nn.Module):
         """Clear errors for the mistakes people make: rank, channels, size vs. patch size."""
         p = self.patch_size
         if x.dim() != 4:
-            raise ValueError(f"expected images of shape (B, C, H, W), got a {x.dim()}-d tensor of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"expected images of shape (B, C, H, W), got a {x.dim()}-d tensor of shape {tuple(x.shape)}"
+            )
         b, c, h, w = x.shape
         if c != self.in_chans:
             raise ValueError(f"expected {self.in_chans} input channel(s), got {c} (input shape {tuple(x.shape)})")
@@ -111,9 +113,7 @@ class Attention(nn.Module):
             weights = scores.float().softmax(dim=-1).to(q.dtype)  # the map users want
             x = self.attn_drop(weights) @ v
         else:
-            x = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0
-            )
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
         x = x.transpose(1, 2).reshape(B, N, D)  # concatenate the heads again
         return self.proj_drop(self.proj(x)), weights
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Union
 
 import torch
@@ -63,7 +64,9 @@ class TokenLayout:
         return slice(self.num_prefix_tokens, self.num_tokens)
 
 
-def resample_pos_embed(pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int], method: str = "timm") -> Tensor:
+def resample_pos_embed(
+    pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int], method: str = "timm"
+) -> Tensor:
     """Resize a (1, rows*cols, D) grid of position embeddings to ``new_grid``.
 
     The three libraries whose checkpoints vitlens reads each resample differently, and the
@@ -90,8 +93,9 @@ def sincos_2d(grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> 
     """Fixed 2-D sine-cosine position embeddings (MoCo v3 / MAE), shape (1, rows*cols, dim)."""
     if dim % 4:
         raise ValueError(f"pos_embed='sincos2d' needs embed_dim divisible by 4, got {dim}")
-    ys, xs = torch.meshgrid(torch.arange(grid[0], dtype=torch.float32),
-                            torch.arange(grid[1], dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(grid[0], dtype=torch.float32), torch.arange(grid[1], dtype=torch.float32), indexing="ij"
+    )
     omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
     ys = ys.flatten()[:, None] * omega[None]
     xs = xs.flatten()[:, None] * omega[None]
@@ -123,8 +127,20 @@ class VisionTransformer(nn.Module):
 
         drop_path = torch.linspace(0, c.drop_path_rate, c.depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(D, c.num_heads, c.hidden_dim, c.qkv_bias, c.qk_norm, c.init_values, c.act_layer,
-                  c.norm_layer, c.norm_eps, c.attn_drop_rate, c.proj_drop_rate, drop_path[i])
+            Block(
+                D,
+                c.num_heads,
+                c.hidden_dim,
+                c.qkv_bias,
+                c.qk_norm,
+                c.init_values,
+                c.act_layer,
+                c.norm_layer,
+                c.norm_eps,
+                c.attn_drop_rate,
+                c.proj_drop_rate,
+                drop_path[i],
+            )
             for i in range(c.depth)
         )
         final = c.final_norm and not c.use_fc_norm
@@ -173,8 +189,9 @@ class VisionTransformer(nn.Module):
         self.patch_embed.check_input(images)
         x = self.patch_embed(images)
         grid = (images.shape[-2] // self.config.patch_size, images.shape[-1] // self.config.patch_size)
-        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token, self.reg_token)
-                  if t is not None]
+        prefix = [
+            t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None
+        ]
         pos = self._pos_embed_for(grid)
         if pos is None:
             x = torch.cat(prefix + [x], dim=1) if prefix else x
@@ -209,7 +226,7 @@ class VisionTransformer(nn.Module):
     def forward_head(self, tokens: Tensor, pre_logits: bool = False) -> Tensor:
         """Pool the tokens (class token or patch mean), then the classifier."""
         if self.config.global_pool == "avg":
-            pooled = tokens[:, self.num_prefix_tokens:].mean(dim=1)
+            pooled = tokens[:, self.num_prefix_tokens :].mean(dim=1)
         else:
             pooled = tokens[:, 0]
         pooled = self.head_drop(self.fc_norm(pooled))
@@ -246,11 +263,19 @@ class VisionTransformer(nn.Module):
             if isinstance(i, bool) or not isinstance(i, int):
                 raise ValueError(f"return_attention takes True, False or layer indices (ints); got {i!r}")
             if not -depth <= i < depth:
-                raise ValueError(f"layer index {i} is out of range for a {depth}-layer model (valid: {-depth}..{depth - 1})")
+                raise ValueError(
+                    f"layer index {i} is out of range for a {depth}-layer model (valid: {-depth}..{depth - 1})"
+                )
             flags[i] = True
         return tuple(flags)
 
     # --------------------------------------------------------------- utilities
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into ``directory``; ``vitlens.load`` reads it."""
+        from .checkpoint import save_pretrained
+
+        return save_pretrained(self, directory)
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .config import ViTConfig
 from .layers import Attention
-from .model import ViTOutput, VisionTransformer
+from .model import VisionTransformer, ViTOutput
 
 
 class MultiHeadAttention(nn.Module):
@@ -52,17 +52,38 @@ class MultiHeadAttention(nn.Module):
         return (y, weights) if return_attention else y
 
 
-def seed_config(img_dim: int, patch_dim: int, num_channels: int, num_classes: int, d_model: int,
-                num_heads: int, num_layers: int, hidden_dim: int, dropout: float,
-                layer_norm: bool = False, pos_embed: str = "none") -> ViTConfig:
+def seed_config(
+    img_dim: int,
+    patch_dim: int,
+    num_channels: int,
+    num_classes: int,
+    d_model: int,
+    num_heads: int,
+    num_layers: int,
+    hidden_dim: int,
+    dropout: float,
+    layer_norm: bool = False,
+    pos_embed: str = "none",
+) -> ViTConfig:
     """The page's architecture as a :class:`ViTConfig` (no class token, mean pooling, ReLU MLP)."""
     if img_dim % patch_dim:
         raise ValueError(f"img_dim ({img_dim}) must be divisible by patch_dim ({patch_dim})")
     return ViTConfig(
-        img_size=img_dim, patch_size=patch_dim, in_chans=num_channels, num_classes=num_classes,
-        embed_dim=d_model, num_heads=num_heads, depth=num_layers, mlp_dim=hidden_dim,
-        act_layer="relu", class_token=False, global_pool="avg", pos_embed=pos_embed,
-        norm_layer="layernorm" if layer_norm else "none", fc_norm=False, final_norm=layer_norm,
+        img_size=img_dim,
+        patch_size=patch_dim,
+        in_chans=num_channels,
+        num_classes=num_classes,
+        embed_dim=d_model,
+        num_heads=num_heads,
+        depth=num_layers,
+        mlp_dim=hidden_dim,
+        act_layer="relu",
+        class_token=False,
+        global_pool="avg",
+        pos_embed=pos_embed,
+        norm_layer="layernorm" if layer_norm else "none",
+        fc_norm=False,
+        final_norm=layer_norm,
         proj_drop_rate=dropout,
     )
 
@@ -74,11 +95,36 @@ class VIT(VisionTransformer):
     ``.attentions``: one (B, num_heads, N, N) tensor per layer) when maps are asked for.
     """
 
-    def __init__(self, img_dim: int, patch_dim: int, num_channels: int, num_classes: int, d_model: int,
-                 num_heads: int, num_layers: int, hidden_dim: int, dropout: float, *,
-                 layer_norm: bool = False, pos_embed: str = "none") -> None:
-        super().__init__(seed_config(img_dim, patch_dim, num_channels, num_classes, d_model, num_heads,
-                                     num_layers, hidden_dim, dropout, layer_norm, pos_embed))
+    def __init__(
+        self,
+        img_dim: int,
+        patch_dim: int,
+        num_channels: int,
+        num_classes: int,
+        d_model: int,
+        num_heads: int,
+        num_layers: int,
+        hidden_dim: int,
+        dropout: float,
+        *,
+        layer_norm: bool = False,
+        pos_embed: str = "none",
+    ) -> None:
+        super().__init__(
+            seed_config(
+                img_dim,
+                patch_dim,
+                num_channels,
+                num_classes,
+                d_model,
+                num_heads,
+                num_layers,
+                hidden_dim,
+                dropout,
+                layer_norm,
+                pos_embed,
+            )
+        )
 
 
 __all__ = ["MultiHeadAttention", "VIT", "ViTOutput", "seed_config"]
