@@ -18,6 +18,7 @@ POS_EMBEDS = ("learn", "sincos2d", "none")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swiglu")
 NORMS = ("layernorm", "none")
 POS_INTERPOLATIONS = ("timm", "hf", "torchvision")
+CROP_MODES = ("center", "squash")
 
 
 @dataclass
@@ -28,8 +29,10 @@ class ViTConfig:
     exact hidden width. ``norm_layer='none'`` removes every LayerNorm (only the seed model wants
     that). ``pos_embed_interp`` picks whose resampling rule is used when the input grid differs
     from ``img_size`` (see :func:`vitlens.model.resample_pos_embed`). The pre-processing fields
-    (``image_mean``, ``image_std``, ``interpolation``, ``crop_pct``) and ``labels`` describe how
-    images must be prepared and what the classes are called; they do not change the network.
+    (``image_mean``, ``image_std``, ``interpolation``, ``crop_pct``, ``crop_mode``) and ``labels`` describe
+    how images must be prepared and what the classes are called; they do not change the network.
+    ``crop_mode`` follows timm: ``'center'`` resizes the short side to ``img_size / crop_pct`` and
+    centre-crops; ``'squash'`` resizes both sides to it, ignoring the aspect ratio (Hugging Face ViT).
     """
 
     img_size: int | tuple[int, int] = 224
@@ -67,6 +70,7 @@ class ViTConfig:
     image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
     interpolation: str = "bicubic"
     crop_pct: float = 1.0
+    crop_mode: str = "center"
     labels: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -91,6 +95,7 @@ class ViTConfig:
         choice("act_layer", ACTIVATIONS)
         choice("norm_layer", NORMS)
         choice("pos_embed_interp", POS_INTERPOLATIONS)
+        choice("crop_mode", CROP_MODES)
         for name in ("patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ViTConfig.{name} must be >= 1, got {getattr(self, name)!r}")
