@@ -1,0 +1,50 @@
+"""What one forward pass tells a person: named top predictions, a checked target class, and the
+picture the model actually saw (its pre-processed input with mean/std undone)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .model import VisionTransformer
+
+
+def check_target(model: VisionTransformer, target: int | None) -> None:
+    """``ValueError`` unless ``target`` is None or a class index the model has."""
+    n = model.config.num_classes
+    if target is None:
+        return
+    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < n:
+        raise ValueError(f"target class {target!r} does not exist: the model has {n} classes (0..{n - 1})")
+
+
+def class_name(model: VisionTransformer, index: int) -> str:
+    """The label from the model's config ("tabby cat"), or "class 281" when it has none."""
+    labels = model.config.labels
+    return str(labels[index]) if labels and index < len(labels) else f"class {index}"
+
+
+def top_predictions(model: VisionTransformer, logits: Tensor, k: int) -> list[list[dict[str, Any]]]:
+    """Per image, the ``k`` most probable classes as ``{'index', 'label', 'prob'}``."""
+    if logits.shape[-1] == 0:
+        return [[] for _ in range(len(logits))]
+    probs = logits.detach().float().softmax(dim=-1)
+    values, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    return [
+        [{"index": int(i), "label": class_name(model, int(i)), "prob": round(float(p), 4)} for p, i in zip(ps, idx)]
+        for ps, idx in zip(values.cpu(), indices.cpu())
+    ]
+
+
+def display_image(model: VisionTransformer, image: Tensor) -> np.ndarray:
+    """A model-ready (C, H, W) tensor back to an (H, W, 3) uint8 picture, undoing mean/std."""
+    c = model.config
+    mean = torch.tensor(c.image_mean[: c.in_chans]).view(-1, 1, 1)
+    std = torch.tensor(c.image_std[: c.in_chans]).view(-1, 1, 1)
+    pixels = (image.detach().float().cpu() * std + mean).clamp(0, 1)
+    if pixels.shape[0] == 1:
+        pixels = pixels.expand(3, -1, -1)
+    return (pixels[:3].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
