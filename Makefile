@@ -25,15 +25,15 @@ demo: $(VENV)/.demo-installed
 
 test: $(VENV)/.dev-installed
 	bash scripts/ensure-chromium.sh
-	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2 --dist loadfile
 
 bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/run.py
 
 lint: $(VENV)/.dev-installed
-	$(PY) -m ruff check src tests benchmarks examples
-	$(PY) -m ruff format --check src tests benchmarks examples
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
