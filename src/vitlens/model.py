@@ -293,11 +293,14 @@ class VisionTransformer(nn.Module):
 
 
 def create_model(name: str, pretrained: bool = False, **overrides) -> VisionTransformer:
-    """Build a preset by its timm-style name, e.g. ``create_model('vit_small_patch16_224', num_classes=10)``."""
-    config = get_config(name, **overrides)
+    """Build a preset by its timm-style name, e.g. ``create_model('vit_small_patch16_224', num_classes=10)``.
+
+    ``pretrained=True`` loads timm's public weights for the preset from the Hugging Face Hub (the
+    default tag, or the one named: ``'vit_small_patch14_dinov2.lvd142m'``), with their class names
+    and pre-processing; see :mod:`vitlens.hub`.
+    """
     if pretrained:
-        raise NotImplementedError(
-            "pretrained=True is not available in this version: build the model, then load weights "
-            "with vitlens.load(path) or vitlens.from_timm(timm_model)"
-        )
-    return VisionTransformer(config)
+        from .hub import create_pretrained
+
+        return create_pretrained(name, **overrides)
+    return VisionTransformer(get_config(name, **overrides))
