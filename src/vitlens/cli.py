@@ -18,6 +18,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    """Read a vitlens / timm / Hugging Face / torchvision checkpoint and write it in another layout."""
+    from .checkpoint import convert
+
+    overrides = {"img_size": args.img_size} if args.img_size else {}
+    try:
+        out = convert(
+            args.src, args.dst, args.to, legacy_hf=args.legacy_hf_names, preset=args.preset,
+            num_heads=args.num_heads, strict=not args.no_strict, pos_interp=args.pos_interp, **overrides,
+        )
+    except (ValueError, OSError) as e:
+        print(f"vitlens convert: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({args.to})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitlens", description="A Vision Transformer whose attention you can see.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -25,6 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the demo on bundled data and write pictures")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("convert", help="convert a checkpoint between vitlens, timm, Hugging Face and torchvision")
+    p.add_argument("src", help="checkpoint folder or file (format detected from its keys)")
+    p.add_argument("dst", help="output: a folder for vitlens/hf, a .safetensors or .pth file for timm/torchvision")
+    p.add_argument("--to", default="vitlens", choices=("vitlens", "timm", "hf", "torchvision"),
+                   help="output layout (default: vitlens)")
+    p.add_argument("--preset", help="timm model name supplying what the weights cannot show (heads, pooling)")
+    p.add_argument("--num-heads", type=int, help="number of attention heads, when no config or name says it")
+    p.add_argument("--img-size", type=int, help="resample the position embeddings to this image size")
+    p.add_argument("--pos-interp", choices=("timm", "hf", "torchvision"),
+                   help="resampling rule for --img-size (default: the source library's)")
+    p.add_argument("--no-strict", action="store_true", help="load what fits and warn about the rest")
+    p.add_argument("--legacy-hf-names", action="store_true", help="write transformers 4.x key names (--to hf)")
+    p.set_defaults(func=_cmd_convert)
 
     return parser
 

@@ -276,6 +276,24 @@ class VisionTransformer(nn.Module):
 
         return save_pretrained(self, directory)
 
+    def to_timm_state_dict(self) -> dict[str, Tensor]:
+        """The weights under timm's names, for ``timm.create_model(...).load_state_dict``."""
+        from .checkpoint import to_timm_state_dict
+
+        return to_timm_state_dict(self)
+
+    def to_hf_state_dict(self, legacy: bool = False) -> dict[str, Tensor]:
+        """The weights under Hugging Face ``ViTForImageClassification`` names (4.x names if ``legacy``)."""
+        from .checkpoint import to_hf_state_dict
+
+        return to_hf_state_dict(self, legacy=legacy)
+
+    def to_torchvision_state_dict(self) -> dict[str, Tensor]:
+        """The weights under torchvision ``VisionTransformer`` names."""
+        from .checkpoint import to_torchvision_state_dict
+
+        return to_torchvision_state_dict(self)
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -1,0 +1,193 @@
+"""Build a ViTConfig from a timm-named state dict: shapes decide what they can, hints the rest.
+
+Whatever the tensor shapes fix (width, depth, patch size, patch grid, classes, registers, layer
+scale, which norms exist) is read from them. What they cannot fix (the number of heads, the
+pooling rule when a class token exists, norm eps, the activation) must come from a hint: a
+source-library config, a preset / model name, or an explicit argument. Nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from torch import Tensor
+
+from ..config import PRESETS, ViTConfig
+from .files import CheckpointError
+
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def _need(state: dict[str, Tensor], key: str, where: str, source_key: str | None = None) -> Tensor:
+    if key not in state:
+        raise CheckpointError(f"{where}: missing key {source_key or key!r}, which every ViT checkpoint has")
+    return state[key]
+
+
+def _is_square(n: int) -> bool:
+    return n > 0 and math.isqrt(n) ** 2 == n
+
+
+def _grid_from_hint(num_patches: int, hint: Any, patch: int) -> tuple[int, int] | None:
+    """The hinted image size's grid when it has ``num_patches`` patches, else a square grid or None."""
+    if hint is not None:
+        h, w = (hint, hint) if isinstance(hint, int) else tuple(hint)
+        if (h // patch) * (w // patch) == num_patches:
+            return h // patch, w // patch
+    if _is_square(num_patches):
+        side = math.isqrt(num_patches)
+        return side, side
+    return None
+
+
+def shape_facts(state: dict[str, Tensor], hints: dict[str, Any], where: str) -> dict[str, Any]:
+    """Config fields that the tensors themselves determine."""
+    proj = _need(state, "patch_embed.proj.weight", where)
+    if proj.dim() != 4 or proj.shape[2] != proj.shape[3]:
+        raise CheckpointError(
+            f"{where}: patch_embed.proj.weight {tuple(proj.shape)} is not a square (D, C, p, p) patch kernel"
+        )
+    dim, chans, patch = int(proj.shape[0]), int(proj.shape[1]), int(proj.shape[2])
+    blocks = {int(m.group(1)) for k in state if (m := _BLOCK.match(k))}
+    if not blocks:
+        raise CheckpointError(f"{where}: no transformer blocks (keys blocks.<i>.*) found")
+    fc1 = _need(state, "blocks.0.mlp.fc1.weight", where)
+    fc2 = _need(state, "blocks.0.mlp.fc2.weight", where)
+    hidden, fc2_in = int(fc1.shape[0]), int(fc2.shape[1])
+    facts: dict[str, Any] = dict(
+        embed_dim=dim,
+        in_chans=chans,
+        patch_size=patch,
+        depth=max(blocks) + 1,
+        patch_bias="patch_embed.proj.bias" in state,
+        qkv_bias="blocks.0.attn.qkv.bias" in state,
+        qk_norm="blocks.0.attn.q_norm.weight" in state,
+        class_token="cls_token" in state,
+        distilled="dist_token" in state,
+        reg_tokens=int(state["reg_token"].shape[1]) if "reg_token" in state else 0,
+        pre_norm="norm_pre.weight" in state,
+        fc_norm="fc_norm.weight" in state,
+        final_norm="norm.weight" in state or "fc_norm.weight" in state,
+        num_classes=int(state["head.weight"].shape[0]) if "head.weight" in state else 0,
+    )
+    if hidden == 2 * fc2_in:
+        facts["act_layer"] = "swiglu"
+    elif hints.get("act_layer") == "swiglu":
+        raise CheckpointError(
+            f"{where}: the hints say act_layer='swiglu' but blocks.0.mlp.fc1/fc2 {tuple(fc1.shape)}/"
+            f"{tuple(fc2.shape)} are an ungated MLP; pass act_layer='gelu' (or the right activation)"
+        )
+    if hidden % dim == 0:
+        facts["mlp_ratio"], facts["mlp_dim"] = float(hidden // dim), None
+    else:
+        facts["mlp_dim"] = hidden
+    facts["init_values"] = (hints.get("init_values") or 1e-5) if "blocks.0.ls1.gamma" in state else None
+    facts.update(_position_facts(state, facts, hints, where))
+    return facts
+
+
+def _position_facts(state: dict[str, Tensor], facts: dict[str, Any], hints: dict[str, Any], where: str) -> dict:
+    patch = facts["patch_size"]
+    prefix = int(facts["class_token"]) + int(facts["distilled"]) + facts["reg_tokens"]
+    if "pos_embed" not in state:
+        return dict(pos_embed="none", img_size=hints.get("img_size", 224))
+    length = int(state["pos_embed"].shape[1])
+    if "no_embed_class" in hints:
+        no_embed_class = bool(hints["no_embed_class"])
+    elif prefix == 0:
+        no_embed_class = False
+    else:  # the prefix tokens either have their own positions or not: only one reading may fit
+        fits = {
+            flag: _grid_from_hint(length - (0 if flag else prefix), hints.get("img_size"), patch) is not None
+            for flag in (False, True)
+        }
+        if fits[False] and fits[True]:
+            raise CheckpointError(
+                f"{where}: pos_embed of length {length} fits a grid both with and without positions for the "
+                f"{prefix} prefix token(s); pass no_embed_class=True or False (or preset=)"
+            )
+        no_embed_class = fits[True]
+    num_patches = length - (0 if no_embed_class else prefix)
+    grid = _grid_from_hint(num_patches, hints.get("img_size"), patch)
+    if grid is None:
+        raise CheckpointError(
+            f"{where}: pos_embed {tuple(state['pos_embed'].shape)} holds {num_patches} patch positions, "
+            "which is not a square grid; pass preset= naming a model of that native image size"
+        )
+    size = grid[0] * patch if grid[0] == grid[1] else (grid[0] * patch, grid[1] * patch)
+    return dict(pos_embed="learn", no_embed_class=no_embed_class, img_size=size)
+
+
+def presets_like(facts: dict[str, Any]) -> list[str]:
+    """Preset names with the same width and patch size (to suggest in error messages)."""
+    keys = ("embed_dim", "patch_size")
+    return [n for n, p in PRESETS.items() if all(p.get(k, getattr(ViTConfig, k)) == facts[k] for k in keys)]
+
+
+def config_from_state(
+    state: dict[str, Tensor], hints: dict[str, Any], overrides: dict[str, Any], where: str, source: str
+) -> ViTConfig:
+    """The config of the network stored in ``state``: shapes first, then ``hints``, ``overrides`` last.
+
+    ``overrides`` never contains ``img_size``: a new image size is a resampling target,
+    handled after the stored weights are understood.
+    """
+    facts = shape_facts(state, {**hints, **overrides}, where)
+    merged = {**hints, **facts, **overrides}
+    if "num_heads" not in merged:
+        like = presets_like(facts)
+        hint = f" or preset= (presets of this shape: {', '.join(like[:4])})" if like else " or preset=<timm name>"
+        if source == "torchvision":
+            hint += " (or keep torchvision's builder name in the file name: vit_b_16..., vit_l_16..., vit_h_14...)"
+        divisors = [h for h in (1, 2, 3, 4, 6, 8, 12, 16, 24) if facts["embed_dim"] % h == 0]
+        raise CheckpointError(
+            f"{where}: cannot determine num_heads: a {source} state dict fixes embed_dim={facts['embed_dim']} "
+            f"but not how it splits into heads (divisors: {divisors}). Pass num_heads={hint}."
+        )
+    if "global_pool" not in merged:
+        if not facts["class_token"]:
+            merged["global_pool"] = "avg"
+        else:
+            raise CheckpointError(
+                f"{where}: cannot determine the pooling of a {source} state dict with a class token "
+                "(timm allows both). Pass global_pool='token' or 'avg', or preset=<timm name>."
+            )
+    elif (
+        facts["fc_norm"]
+        and merged["global_pool"] == "token"
+        and hints.get("fc_norm") is None
+        and "global_pool" not in overrides
+    ):
+        raise CheckpointError(
+            f"{where}: the checkpoint has fc_norm (timm's sign of average pooling) but the preset says "
+            "global_pool='token'; pass global_pool='avg' or global_pool='token' to decide"
+        )
+    return ViTConfig.from_dict(merged)
+
+
+def require_plain_vit(config: ViTConfig, library: str, extra: tuple[tuple[str, bool], ...] = ()) -> None:
+    """Raise ``ValueError`` listing what ``config`` has that the original ViT of ``library`` cannot hold.
+
+    Hugging Face's ``ViTModel`` and torchvision's ``VisionTransformer`` are the original ViT:
+    class token, learned positions, pre-norm blocks with biases, final LayerNorm, token pooling.
+    """
+    c = config
+    checks = (
+        ("a distillation token", c.distilled),
+        ("register tokens", bool(c.reg_tokens)),
+        ("layer scale", bool(c.init_values)),
+        ("qk_norm", c.qk_norm),
+        ("pre_norm", c.pre_norm),
+        ("average pooling / fc_norm", c.global_pool != "token" or c.use_fc_norm),
+        ("no final norm", not c.final_norm),
+        ("a patch projection without bias", not c.patch_bias),
+        (f"position embeddings {c.pos_embed!r}", c.pos_embed != "learn" or c.no_embed_class),
+        ("no class token", not c.class_token),
+        ("no LayerNorm", c.norm_layer != "layernorm"),
+        *extra,
+    )
+    problems = [name for name, bad in checks if bad]
+    if problems:
+        raise ValueError(f"a {library} cannot hold this model: it has {', '.join(problems)}")
