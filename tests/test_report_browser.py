@@ -170,6 +170,18 @@ def test_hovering_previews_a_patch_and_leaving_returns_to_the_pinned_one(page):
     assert page.evaluate("window.vitlens.query") == 0
 
 
+def test_arrow_keys_walk_the_pinned_patch(page, report):
+    _, meta, chunks, _ = report
+    _click_patch(page, 2, 2, (4, 4))
+    page.locator("#vl-stage").focus()
+    for key, query in (("ArrowUp", 1 + 6), ("ArrowLeft", 1 + 5), ("ArrowLeft", 1 + 4), ("ArrowLeft", 1 + 4)):
+        before = _renders(page)
+        page.keyboard.press(key)
+        _wait_for_render_after(page, before)
+        assert page.evaluate("window.vitlens.query") == query
+    np.testing.assert_allclose(_shown(page), normalized(attention_chunk(meta, chunks, 0, 2)[:, 5].mean(0)), atol=1e-5)
+
+
 def test_other_images_and_views_show_their_own_data(page, report):
     _, meta, chunks, _ = report
     before = _renders(page)

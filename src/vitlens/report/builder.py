@@ -43,7 +43,8 @@ class View:
 
 VIEWS = {
     "attention": View("attention", "patch attention", "patch", True,
-                      "Hover over a patch to see where it attends; click to pin it, Esc for the class token."),
+                      "Hover over a patch to see where it attends; click to pin it (arrow keys move it), "
+                      "Esc for the class token."),
     "cls": View("cls", "class token", "class", True, "Where the class token attends in the chosen layer and head."),
     "rollout": View("rollout", "rollout", "patch", False,
                     "Attention rollout: attention multiplied through the layers up to the chosen one "

@@ -231,6 +231,14 @@
     document.addEventListener('keydown', (e) => {
       if (e.key === 'Escape') { state.pinned = defaultQuery(); state.hover = null; render(); }
     });
+    const moves = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] };
+    stage.addEventListener('keydown', (e) => { // arrow keys walk the pinned patch over the grid
+      if (!moves[e.key] || view().query !== 'patch') return;
+      e.preventDefault();
+      const p = Math.max(0, state.pinned - M.prefix), [dr, dc] = moves[e.key];
+      const r = Math.min(GH - 1, Math.max(0, Math.floor(p / GW) + dr)), c = Math.min(GW - 1, Math.max(0, (p % GW) + dc));
+      state.pinned = M.prefix + r * GW + c; state.hover = null; render();
+    });
     renderImage();
     return update();
   }
