@@ -1,0 +1,39 @@
+"""Where the model looks: raw attention maps, rollout, gradient rollout, Chefer relevance, distances.
+
+Functions named after a method take ``(model, images)`` and return maps on the patch grid,
+(B, gh, gw) or (B, H, gh, gw), on the model's device. The ``*_from`` functions take maps that
+are already computed (``model(images, return_attention=True).attentions`` and a
+``TokenLayout``) so several explanations can share one forward pass.
+"""
+
+from .maps import (
+    attention_distance,
+    attention_entropy,
+    cls_attention,
+    cls_attention_from,
+    dino_mask,
+    patch_scores,
+    upsample,
+)
+from .relevance import attention_gradients, gae, gae_from, grad_rollout, grad_rollout_from
+from .rollout import fuse_heads, rollout, rollout_from_attentions, rollout_matrix, rollout_per_layer
+
+__all__ = [
+    "attention_distance",
+    "attention_entropy",
+    "attention_gradients",
+    "cls_attention",
+    "cls_attention_from",
+    "dino_mask",
+    "fuse_heads",
+    "gae",
+    "gae_from",
+    "grad_rollout",
+    "grad_rollout_from",
+    "patch_scores",
+    "rollout",
+    "rollout_from_attentions",
+    "rollout_matrix",
+    "rollout_per_layer",
+    "upsample",
+]

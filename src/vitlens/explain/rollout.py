@@ -1,0 +1,148 @@
+"""Attention rollout (Abnar & Zuidema, 2020): follow attention through the residual stream.
+
+Each layer's heads are fused into one (N, N) map, the identity is added for the residual
+connection, each row is renormalized to sum to 1, and the layers are multiplied:
+``R = Â_L ··· Â_start``. The class token's row of ``R`` over the patches is the map.
+Models without a class token (global average pooling) read the mean of the patch rows.
+
+Two ways to run it: :func:`rollout_from_attentions` over maps already computed (reuse one
+forward pass), or :func:`rollout` on a model, which with ``streaming=True`` folds each layer
+into the running product during the forward and drops its maps at once, so memory holds one
+(B, N, N) product and one layer's (B, H, N, N) maps instead of all L of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..model import TokenLayout
+from .maps import check_attention, eval_mode, patch_scores
+
+HEAD_FUSIONS = ("mean", "max", "min")
+
+
+def fuse_heads(attn: Tensor, head_fusion: str = "mean") -> Tensor:
+    """(B, H, N, N) -> (B, N, N) by the mean, max or min over heads."""
+    if head_fusion == "mean":
+        return attn.mean(dim=1)
+    if head_fusion == "max":
+        return attn.amax(dim=1)
+    if head_fusion == "min":
+        return attn.amin(dim=1)
+    raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
+
+
+def discard_lowest(fused: Tensor, ratio: float) -> Tensor:
+    """Zero the lowest ``ratio`` fraction of each item's (N, N) entries (the rollout paper's noise filter).
+
+    The diagonal is kept, so every token keeps at least its own residual path.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"discard_ratio must be in [0, 1), got {ratio!r}")
+    count = int(fused.shape[-1] * fused.shape[-2] * ratio)
+    if count == 0:
+        return fused
+    flat = fused.flatten(1)
+    lowest = flat.topk(count, dim=-1, largest=False).indices
+    drop = torch.zeros_like(flat, dtype=torch.bool).scatter(-1, lowest, True).view_as(fused)
+    drop &= ~torch.eye(fused.shape[-1], dtype=torch.bool, device=fused.device)
+    return fused.masked_fill(drop, 0.0)
+
+
+def residual_step(attn: Tensor, head_fusion: str = "mean", discard_ratio: float = 0.0) -> Tensor:
+    """One layer's rollout factor: fuse heads, drop the lowest entries, add I, renormalize rows."""
+    fused = discard_lowest(fuse_heads(attn.float(), head_fusion), discard_ratio)
+    step = fused + torch.eye(fused.shape[-1], device=fused.device, dtype=fused.dtype)
+    return step / step.sum(dim=-1, keepdim=True)
+
+
+def _check_start(start_layer: int, depth: int) -> int:
+    if not -depth <= start_layer < depth:
+        raise ValueError(f"start_layer {start_layer} is out of range for {depth} layers")
+    return start_layer % depth
+
+
+def _running_products(
+    attentions: Sequence[Tensor | None], layout: TokenLayout, head_fusion: str, discard_ratio: float, start: int
+) -> Iterator[Tensor]:
+    """Yield the rolled-out matrix (B, N, N) after each layer from ``start`` on."""
+    result = None
+    for i in range(start, len(attentions)):
+        attn = attentions[i]
+        if attn is None:
+            raise ValueError(
+                f"rollout needs the maps of every layer from start_layer={start} on; layer {i} is None "
+                "(run the model with return_attention=True)"
+            )
+        check_attention(attn, layout, f"attentions[{i}]")
+        step = residual_step(attn, head_fusion, discard_ratio)
+        result = step if result is None else step @ result
+        yield result
+
+
+def rollout_matrix(
+    attentions: Sequence[Tensor | None],
+    layout: TokenLayout,
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    start_layer: int = 0,
+) -> Tensor:
+    """The full rolled-out token-to-token matrix (B, N, N); each row sums to 1."""
+    attentions = list(attentions)
+    start = _check_start(start_layer, len(attentions))
+    *_, result = _running_products(attentions, layout, head_fusion, discard_ratio, start)
+    return result
+
+
+def rollout_from_attentions(
+    attentions: Sequence[Tensor | None],
+    layout: TokenLayout,
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    start_layer: int = 0,
+) -> Tensor:
+    """Rollout maps (B, gh, gw) from per-layer (B, H, N, N) attention (e.g. ``ViTOutput.attentions``)."""
+    return patch_scores(rollout_matrix(attentions, layout, head_fusion, discard_ratio, start_layer), layout)
+
+
+def rollout_per_layer(
+    attentions: Sequence[Tensor | None], layout: TokenLayout, head_fusion: str = "mean", discard_ratio: float = 0.0
+) -> Tensor:
+    """Rollout up to each layer: (B, L, gh, gw), entry l being the rollout of layers 0..l."""
+    products = _running_products(list(attentions), layout, head_fusion, discard_ratio, 0)
+    return torch.stack([patch_scores(r, layout) for r in products], dim=1)
+
+
+def rollout(
+    model: nn.Module,
+    images: Tensor,
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    start_layer: int = 0,
+    streaming: bool = False,
+) -> Tensor:
+    """Attention rollout of ``model`` on ``images``: (B, gh, gw) over the patch grid.
+
+    Rows of every layer factor sum to 1, so the map of each image sums to 1 over all tokens
+    (the part not on patches went to class/register tokens). Models without a class token:
+    the mean of the patch rows is read (the head pools the mean of the patch tokens).
+    ``streaming=True`` keeps one layer's maps at a time (see the module docstring); the numbers
+    are the same.
+    """
+    layout = model.token_layout(images)
+    with eval_mode(model), torch.no_grad():
+        if not streaming:
+            out = model(images, return_attention=True)
+            return rollout_from_attentions(out.attentions, layout, head_fusion, discard_ratio, start_layer)
+        start = _check_start(start_layer, len(model.blocks))
+        x, result = model.embed(images), None
+        for i, block in enumerate(model.blocks):
+            x, attn = block(x, need_weights=i >= start)
+            if attn is not None:
+                step = residual_step(attn, head_fusion, discard_ratio)
+                del attn
+                result = step if result is None else step @ result
+        return patch_scores(result, layout)
