@@ -53,17 +53,51 @@ def head_grid(
 
     Returns the matplotlib figure; saves it to ``path`` when given.
     """
+    maps = torch.as_tensor(maps).detach().float().cpu()
+    if maps.dim() != 3:
+        raise ValueError(f"head_grid expects maps of shape (heads, rows, cols), got {tuple(maps.shape)}")
+    return panel_grid(maps, [f"head {h}" for h in range(maps.shape[0])], image, path, title, cmap, alpha)
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Save ``fig`` to ``path`` atomically (temp file, then rename) and close it."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    os.replace(tmp, path)
+    _pyplot().close(fig)
+    return path
+
+
+def panel_grid(
+    maps: Tensor,
+    labels: list[str],
+    image: Any | None = None,
+    path: str | Path | None = None,
+    title: str | None = None,
+    cmap: str = "inferno",
+    alpha: float = 0.6,
+):
+    """One panel per map (K, gh, gw), titled by ``labels``, after the input image when given."""
+    plt = _pyplot()
     maps = torch.as_tensor(maps).detach().float().cpu()
-    if maps.dim() != 3:
-        raise ValueError(f"head_grid expects maps of shape (heads, rows, cols), got {tuple(maps.shape)}")
-    heads = maps.shape[0]
-    cols = min(heads, 4) if heads > 1 else 1
-    rows = -(-heads // cols) + (1 if image is not None else 0)
+    if maps.dim() != 3 or len(labels) != maps.shape[0]:
+        raise ValueError(f"expected maps (K, rows, cols) and K labels, got {tuple(maps.shape)} and {len(labels)}")
+    count = maps.shape[0]
+    cols = min(count, 4) if count > 1 else 1
+    rows = -(-count // cols) + (1 if image is not None else 0)
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -74,20 +108,95 @@ def head_grid(
         axes[0, 0].imshow(base)
         axes[0, 0].set_title("input", fontsize=9)
         start = cols
-    for h in range(heads):
-        ax = axes.flat[start + h]
-        heat = maps[h].numpy()
+    for k in range(count):
+        ax = axes.flat[start + k]
+        heat = maps[k].numpy()
         if base is not None:
             ax.imshow(base)
             ax.imshow(_resize_heat(heat, base.shape[:2]), cmap=cmap, alpha=alpha)
         else:
             ax.imshow(heat, cmap=cmap)
-        ax.set_title(f"head {h}", fontsize=9)
+        ax.set_title(labels[k], fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        save_figure(fig, path)
+    return fig
+
+
+# ------------------------------------------------------------ explanation pictures
+def overlay(image: Any, heat: Any, cmap: str = "inferno", alpha: float = 0.5, size: int | None = None):
+    """A PIL image of ``heat`` (gh, gw) — any map on the patch grid — blended over ``image``.
+
+    The map is upsampled bilinearly to the image, stretched to [0, 1] and coloured with
+    ``cmap``; ``size`` (pixels of the longer side) enlarges small images for viewing.
+    """
+    import matplotlib
+    from PIL import Image
+
+    base = to_numpy_image(image)
+    heat = torch.as_tensor(heat).detach().float().cpu().squeeze()
+    if heat.dim() != 2:
+        raise ValueError(f"overlay expects one map of shape (rows, cols), got {tuple(heat.shape)}")
+    if size is not None:
+        scale = size / max(base.shape[:2])
+        enlarged = Image.fromarray((base * 255).round().astype(np.uint8)).resize(
+            (round(base.shape[1] * scale), round(base.shape[0] * scale)), Image.NEAREST
+        )
+        base = np.asarray(enlarged, dtype=np.float32) / 255.0
+    heat = _resize_heat(heat.numpy(), base.shape[:2])
+    heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
+    coloured = matplotlib.colormaps[cmap](heat)[..., :3]
+    blended = (1 - alpha) * base + alpha * coloured
+    return Image.fromarray((blended.clip(0, 1) * 255).round().astype(np.uint8))
+
+
+def layer_grid(
+    maps: Tensor,
+    image: Any | None = None,
+    path: str | Path | None = None,
+    title: str | None = "rollout through layer l",
+    cmap: str = "inferno",
+    alpha: float = 0.6,
+):
+    """One panel per layer: ``maps`` is (L, gh, gw), e.g. ``explain.rollout_per_layer(...)[i]``."""
+    maps = torch.as_tensor(maps).detach().float().cpu()
+    if maps.dim() != 3:
+        raise ValueError(f"layer_grid expects maps of shape (layers, rows, cols), got {tuple(maps.shape)}")
+    return panel_grid(maps, [f"layer {i}" for i in range(maps.shape[0])], image, path, title, cmap, alpha)
+
+
+def distance_plot(
+    distances: Any,
+    path: str | Path | None = None,
+    title: str | None = "mean attention distance",
+    ylabel: str = "mean attention distance (pixels)",
+    image_size: float | None = None,
+):
+    """The ViT paper's Fig. 7: one dot per head, layer on x, distance (L, H) on y.
+
+    ``image_size`` draws a dashed line at the image width for scale. NaN rows (layers without
+    maps) are left empty. Returns the figure; saves it to ``path`` when given.
+    """
+    plt = _pyplot()
+    d = torch.as_tensor(distances).detach().float().cpu()
+    if d.dim() != 2:
+        raise ValueError(f"distance_plot expects distances of shape (layers, heads), got {tuple(d.shape)}")
+    layers, heads = d.shape
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for h in range(heads):
+        ax.scatter(torch.arange(layers), d[:, h], s=18, alpha=0.8, label=f"head {h}" if heads <= 8 else None)
+    if image_size:
+        ax.axhline(image_size, ls="--", lw=0.8, color="grey")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(range(layers))
+    if heads <= 8:
+        ax.legend(fontsize=7, ncol=2)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
     return fig

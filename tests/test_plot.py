@@ -1,0 +1,44 @@
+"""Pictures: overlays, per-head and per-layer grids, the attention-distance plot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("PIL")
+
+from vitlens import plot  # noqa: E402
+
+
+def test_overlay_puts_the_hot_colour_where_the_map_is_high():
+    image = torch.zeros(1, 32, 32)
+    heat = torch.zeros(4, 4)
+    heat[0, 3] = 1.0  # top-right patch
+    pic = plot.overlay(image, heat, cmap="gray", alpha=1.0)
+    arr = np.asarray(pic)
+    assert pic.size == (32, 32) and arr.shape == (32, 32, 3)
+    assert arr[2, 29].mean() > 200 and arr[29, 2].mean() < 10
+    assert plot.overlay(image, heat[None], size=128).size == (128, 128)
+    with pytest.raises(ValueError, match="one map"):
+        plot.overlay(image, torch.rand(2, 4, 4))
+
+
+def test_grids_and_distance_plot_write_files(tmp_path):
+    image = torch.rand(3, 16, 16)
+    fig = plot.head_grid(torch.rand(3, 4, 4), image, path=tmp_path / "heads.png", title="heads")
+    assert (tmp_path / "heads.png").stat().st_size > 0
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()][:4] == ["input", "head 0", "head 1", "head 2"]
+    fig = plot.layer_grid(torch.rand(5, 4, 4), path=tmp_path / "layers.png")
+    assert [ax.get_title() for ax in fig.axes][:5] == [f"layer {i}" for i in range(5)]
+    d = torch.rand(4, 3) * 10
+    d[1] = float("nan")
+    fig = plot.distance_plot(d, path=tmp_path / "dist.png", image_size=32)
+    offsets = np.concatenate([c.get_offsets() for c in fig.axes[0].collections])
+    assert offsets.shape == (12, 2) and np.isnan(offsets[:, 1]).sum() == 3
+    assert not list(tmp_path.glob(".*tmp*"))  # nothing half-written left behind
+    with pytest.raises(ValueError, match="layers, heads"):
+        plot.distance_plot(torch.rand(3))
+    with pytest.raises(ValueError, match="heads, rows, cols"):
+        plot.head_grid(torch.rand(4, 4))
