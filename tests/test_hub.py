@@ -163,6 +163,21 @@ def test_names_are_parsed_with_revisions_and_default_tags():
         vitlens.create_model("vit_digits", pretrained=True)
 
 
+def test_cache_and_offline_follow_the_environment_of_the_moment(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert hub.hub_cache_dir() == tmp_path / "home" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
+    assert hub.hub_cache_dir() == tmp_path / "elsewhere"
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    for value, expected in (("1", True), ("true", True), ("ON", True), ("0", False), ("no", False)):
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        assert hub.is_offline() is expected, value
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")  # transformers' older switch counts too
+    assert hub.is_offline() is False  # HF_HUB_OFFLINE, when set, decides
+
+
 @pytest.mark.parametrize("name", sorted(hub.DEFAULT_TAGS))
 def test_default_tags_are_timms(name):
     assert f"timm/{name}.{hub.DEFAULT_TAGS[name]}" == timm.models.get_pretrained_cfg(name).hf_hub_id
@@ -184,20 +199,20 @@ def test_timm_weights_by_name_match_timm(offline, chelsea):
 
     _, _, made = offline
     reference = made["timm"]
-    for model in (vitlens.load(f"timm/{TIMM_NAME}"), vitlens.create_model("vit_tiny_patch16_224", pretrained=True)):
-        c = model.config
-        assert (c.crop_pct, c.crop_mode, c.interpolation, c.image_mean) == (0.9, "center", "bicubic", (0.5,) * 3)
-        assert len(c.labels) == 1000 and c.labels[281] == "tabby, tabby cat"
-        ours = vitlens.transforms_for(model)(chelsea)
-        theirs = create_transform(**resolve_data_config(model=reference))(chelsea)
-        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)  # same pixels: PIL resize, crop, normalize
-        with torch.no_grad():  # the safetensors file was read, not the spoiled pickle beside it
-            torch.testing.assert_close(model(ours[None]), reference(theirs[None]), atol=1e-4, rtol=1e-4)
+    model = vitlens.load(f"timm/{TIMM_NAME}")
+    c = model.config
+    assert (c.crop_pct, c.crop_mode, c.interpolation, c.image_mean) == (0.9, "center", "bicubic", (0.5,) * 3)
+    assert len(c.labels) == 1000 and c.labels[281] == "tabby, tabby cat"
+    ours = vitlens.transforms_for(model)(chelsea)
+    theirs = create_transform(**resolve_data_config(model=reference))(chelsea)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)  # same pixels: PIL resize, crop, normalize
+    with torch.no_grad():  # the safetensors file was read, not the spoiled pickle beside it
+        torch.testing.assert_close(model(ours[None]), reference(theirs[None]), atol=1e-4, rtol=1e-4)
 
 
 def test_pretrained_with_other_num_classes_keeps_backbone(offline):
     _, _, made = offline
-    model = vitlens.create_model(TIMM_NAME, pretrained=True, num_classes=7)
+    model = vitlens.create_model("vit_tiny_patch16_224", pretrained=True, num_classes=7)  # timm's default tag
     assert model.config.num_classes == 7 and model.head.out_features == 7 and model.config.labels is None
     torch.testing.assert_close(model.pos_embed, made["timm"].pos_embed)
     torch.testing.assert_close(model.blocks[-1].mlp.fc2.weight, made["timm"].blocks[-1].mlp.fc2.weight)
@@ -269,3 +284,38 @@ def test_offline_missing_weights_lists_both_paths(offline, tmp_path):
         vitlens.load("hf-hub:nobody/vit-no-weights")
     assert str(snapshot / "model.safetensors") in str(info.value)
     assert str(snapshot / "pytorch_model.bin") in str(info.value)
+
+
+@pytest.mark.parametrize("source", ["hf", "timm"])
+def test_explain_and_report_show_the_repository_labels_and_preprocessing(offline, chelsea, tmp_path, source):
+    import json
+
+    from timm.data import create_transform, resolve_data_config
+
+    from vitlens.cli import main
+
+    _, staging, made = offline
+    chelsea.save(tmp_path / "chelsea.png")
+    if source == "hf":
+        name, reference = "hf-hub:hf-test/vit-tiny", made["hf_a"]
+        pil, _ = hf_processors("ViT", staging / "hf_a")
+        pixels = pil(images=chelsea, return_tensors="pt")["pixel_values"]
+        names, crop_mode = list(HF_LABELS.values()), "squash"
+    else:
+        name, reference = f"timm/{TIMM_NAME}", made["timm"]
+        pixels = create_transform(**resolve_data_config(model=reference))(chelsea)[None]
+        names, crop_mode = hub.imagenet_labels(1000), "center"
+    argv = ["explain", "--model", name, "--image", str(tmp_path / "chelsea.png"), "--method", "cls"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--top-k", "3"]) == 0
+    summary = json.loads((tmp_path / "out" / "explain.json").read_text())
+    assert summary["model"]["config"]["crop_mode"] == crop_mode
+    with torch.no_grad():
+        logits = reference(pixels) if source == "timm" else reference(pixel_values=pixels).logits
+    probs, index = logits.softmax(-1)[0].topk(3)
+    top = summary["images"][0]["top"]
+    assert [t["label"] for t in top] == [names[i] for i in index.tolist()]  # "tabby cat 0.83", not "class 0"
+    assert [t["prob"] for t in top] == pytest.approx(probs.tolist(), abs=2e-4)
+    if source == "hf":  # the explorer of a 12-layer model takes long on CPU; the tiny one shows the same
+        report = tmp_path / "report.html"
+        assert main(["report", "--model", name, "--image", str(tmp_path / "chelsea.png"), "--out", str(report)]) == 0
+        assert json.dumps(names[int(index[0])]) in report.read_text()

@@ -191,7 +191,9 @@ def _missing_error(name: HubName, wanted: tuple[str, ...], cache_dir: Path, offl
             f"copy them into {repo}/snapshots/<commit>/ and write that <commit> into {repo}/refs/{ref} "
             f"(any 40-digit hex id will do, e.g. {'0' * 40})"
         )
-    why = "HF_HUB_OFFLINE is set, so only the local cache is read" if offline else "neither on the Hub nor cached"
+    why = "HF_HUB_OFFLINE is set, so only the local cache is read"
+    if not offline:
+        why = "not cached, and the Hub lacks it or cannot be reached"
     revision = f" --revision {name.revision}" if name.revision else ""
     return FileNotFoundError(
         f"cannot load model {str(name)!r}: {' or '.join(wanted)} not found ({why}). Tried:\n{tried}\n"
@@ -204,6 +206,10 @@ def _missing_error(name: HubName, wanted: tuple[str, ...], cache_dir: Path, offl
 def fetch(name: HubName | str) -> HubFiles:
     """Bring a repository's config, weights (safetensors if it has them) and pre-processing file into the cache."""
     name = parse_name(name) if isinstance(name, str) else name
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"loading {str(name)!r} by name needs huggingface_hub: pip install 'vitlens[compat]'") from e
     cache_dir, offline = hub_cache_dir(), is_offline()
     config = _download(name, CONFIG_FILE, cache_dir, offline)
     if config is None:
