@@ -1,0 +1,208 @@
+"""``vitlens explain``: for each image file, overlays per method, the per-head grid of one layer,
+the attention-distance plot, and one JSON with the numbers (top-k predictions, map statistics).
+
+Images are pre-processed exactly as the model's config says (size, crop, interpolation,
+mean/std), so a converted timm or Hugging Face checkpoint sees its own pre-processing. Under
+``torchrun`` every rank takes ``images[rank::world]``; each image is explained on its own, so the
+files are the same as a single process writes, and rank 0 writes the JSON for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .model import VisionTransformer
+from .readout import check_target, class_name, display_image, top_predictions
+
+METHODS = ("cls", "rollout", "grad-rollout", "gae")
+SUMMARY_NAME = "explain.json"
+OVERLAY_PIXELS = 224  # small inputs (digits) are enlarged to this for viewing
+
+
+def load_model(spec: str) -> VisionTransformer:
+    """A checkpoint (folder or file, any format :func:`vitlens.load` reads) or a preset name (random weights)."""
+    from . import checkpoint
+    from .config import list_models
+    from .model import create_model
+
+    if not Path(spec).exists() and spec in list_models():
+        print(f"note: {spec} is a preset with random weights; pass a checkpoint to explain a trained model",
+              file=sys.stderr)
+        return create_model(spec)
+    return checkpoint.load(spec)
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """The methods asked for, in order and without repeats; ``ValueError`` naming an unknown one."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown explanation method(s) {unknown}; choose from {', '.join(METHODS)}")
+    return list(dict.fromkeys(methods))
+
+
+def map_statistics(heat: Tensor) -> dict[str, Any]:
+    """Numbers that describe one patch map: extremes, peak patch, how concentrated it is."""
+    heat = heat.detach().double().cpu()
+    flat = heat.flatten().clamp_min(0)
+    p = flat / flat.sum() if flat.sum() > 0 else torch.full_like(flat, 1 / flat.numel())
+    entropy = float(-(p * p.clamp_min(1e-300).log()).sum())
+    top = max(1, round(0.1 * flat.numel()))
+    peak = int(flat.argmax())
+    return {
+        "min": _round(heat.min()),
+        "max": _round(heat.max()),
+        "mean": _round(heat.mean()),
+        "peak": [peak // heat.shape[-1], peak % heat.shape[-1]],
+        "entropy": _round(entropy),
+        "normalized_entropy": _round(entropy / max(torch.log(torch.tensor(float(flat.numel()))).item(), 1e-12)),
+        "top10pct_mass": _round(p.sort(descending=True).values[:top].sum()),
+    }
+
+
+def _round(value: Any, digits: int = 6) -> float:
+    return float(f"{float(value):.{digits}g}")
+
+
+def explain_one(
+    model: VisionTransformer, image: Tensor, methods: Sequence[str], target: int | None, layer: int
+) -> dict[str, Any]:
+    """One model-ready image (C, H, W): logits, a (gh, gw) map per method, the class-token maps of
+    ``layer`` per head (H, gh, gw), and the attention distance per layer and head (L, H)."""
+    from . import explain
+
+    x = image[None].to(next(model.parameters()).device)
+    layout = model.token_layout(x)
+    with explain.maps.eval_mode(model), torch.no_grad():
+        out = model(x, return_attention=True)
+    heads = explain.cls_attention_from(out.attentions[layer], layout)[0] if layout.class_index is not None else None
+    maps: dict[str, Tensor] = {}
+    if "cls" in methods:
+        if heads is None:
+            raise ValueError("method 'cls' needs a class token; this model pools the patch mean (use rollout or gae)")
+        maps["cls"] = heads.mean(0)
+    if "rollout" in methods:
+        maps["rollout"] = explain.rollout_from_attentions(out.attentions, layout)[0]
+    gradient = [m for m in ("grad-rollout", "gae") if m in methods]
+    if gradient:
+        attn, grads, _ = explain.attention_gradients(model, x, target)
+        folds = {"grad-rollout": explain.grad_rollout_from, "gae": explain.gae_from}
+        for m in gradient:
+            maps[m] = folds[m](attn, grads, layout)[0]
+    distance = explain.attention_distance(out.attentions, layout)
+    return {"logits": out.logits[0], "maps": {m: maps[m] for m in methods}, "heads": heads, "distance": distance}
+
+
+def write_pictures(
+    model: VisionTransformer, image: Tensor, result: dict[str, Any], folder: Path, layer: int
+) -> dict[str, str]:
+    """Save the overlays, head grid and distance plot of one image into ``folder``; return the file names."""
+    from . import plot
+    from .checkpoint.files import atomic_write
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = display_image(model, image)
+    size = max(OVERLAY_PIXELS, *pixels.shape[:2])
+    files: dict[str, str] = {}
+    for method, heat in result["maps"].items():
+        picture = plot.overlay(pixels, heat.detach().cpu(), size=size)
+        atomic_write(folder / f"{method}.png", lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
+        files[method] = f"{method}.png"
+    if result["heads"] is not None:
+        key = f"heads_layer{layer % model.depth}"
+        title = f"class-token attention per head, layer {layer % model.depth}"
+        plot.head_grid(result["heads"].cpu(), pixels, path=folder / f"{key}.png", title=title)
+        files[key] = f"{key}.png"
+    plot.distance_plot(result["distance"].cpu(), path=folder / "distance.png", image_size=pixels.shape[1])
+    files["distance"] = "distance.png"
+    return files
+
+
+def explain_files(
+    model: VisionTransformer,
+    paths: Sequence[Path],
+    out: Path,
+    methods: Sequence[str] = METHODS,
+    target: int | None = None,
+    layer: int = -1,
+    top_k: int = 5,
+    progress: bool = True,
+) -> list[dict[str, Any]] | None:
+    """Explain every image in ``paths`` into ``out/<name>/``; rank 0 also writes ``out/explain.json``.
+
+    Returns the per-image records (in the order of ``paths``) on rank 0, None on other ranks.
+    Every image is read and checked before anything is written, so a bad file stops the run
+    with nothing half-done.
+    """
+    from tqdm.auto import tqdm
+
+    from . import distributed
+    from .checkpoint.files import atomic_write
+    from .data import transforms_for
+    from .data.files import read_image, unique_stems
+
+    methods = check_methods(methods)
+    check_target(model, target)
+    model.layers_requested([layer])  # a clear error for a layer the model does not have
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        read_image(p).close()
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot write to the output folder {out}: {e.strerror or e}") from e
+
+    world = distributed.setup()
+    model = model.to(world.device)
+    transform = transforms_for(model)
+    names = unique_stems(paths)
+    mine = range(world.rank, len(paths), world.size)
+    records = []
+    for i in tqdm(mine, desc="explain", unit="image", disable=not (progress and world.is_main)):
+        image = transform(read_image(paths[i]))
+        result = explain_one(model, image, methods, target, layer)
+        files = write_pictures(model, image, result, out / names[i], layer)
+        target_index = int(result["logits"].argmax()) if target is None else target
+        records.append({
+            "index": i,
+            "image": str(paths[i]),
+            "name": names[i],
+            "top": top_predictions(model, result["logits"][None], top_k)[0],
+            "target": {"index": target_index, "label": class_name(model, target_index)},
+            "maps": {m: {"file": f"{names[i]}/{files[m]}", **map_statistics(h)} for m, h in result["maps"].items()},
+            "pictures": {k: f"{names[i]}/{v}" for k, v in files.items() if k not in result["maps"]},
+            "attention_distance": [[_round(v) for v in row] for row in result["distance"].tolist()],
+        })
+    gathered = _gather(records, world)
+    if gathered is not None:
+        gathered.sort(key=lambda r: r["index"])
+        summary = {
+            "model": {  # class names are in the predictions; a thousand of them here would drown the rest
+                "config": {k: v for k, v in model.config.to_dict().items() if k != "labels"},
+                "layer": layer % model.depth,
+            },
+            "methods": methods,
+            "images": [{k: v for k, v in r.items() if k != "index"} for r in gathered],
+        }
+        text = json.dumps(summary, indent=1) + "\n"
+        atomic_write(out / SUMMARY_NAME, lambda tmp: Path(tmp).write_text(text))
+    distributed.teardown()
+    return None if gathered is None else summary["images"]
+
+
+def _gather(records: list[dict[str, Any]], world) -> list[dict[str, Any]] | None:
+    """Every rank's records on rank 0 (None elsewhere); a world of one keeps its own."""
+    if not world.distributed:
+        return records
+    import torch.distributed as dist
+
+    parts: list[Any] | None = [None] * world.size if world.is_main else None
+    dist.gather_object(records, parts, dst=0)
+    return [r for part in parts for r in part] if world.is_main else None
