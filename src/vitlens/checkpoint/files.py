@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -81,8 +82,9 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
+            first_line = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()[0][:200] if str(e) else ""
             raise CheckpointError(
-                f"{path}: cannot be read as a weights-only PyTorch file ({type(e).__name__}: {str(e)[:300]}). "
+                f"{path}: cannot be read as a weights-only PyTorch file ({type(e).__name__}: {first_line}). "
                 "It is truncated, corrupt, or holds Python objects other than tensors, which vitlens never executes."
             ) from e
     else:

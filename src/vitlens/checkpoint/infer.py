@@ -146,6 +146,8 @@ def config_from_state(
             f"{where}: cannot determine num_heads: a {source} state dict fixes embed_dim={facts['embed_dim']} "
             f"but not how it splits into heads (divisors: {divisors}). Pass num_heads={hint}."
         )
+    if not facts["class_token"] and "global_pool" not in overrides:
+        merged["global_pool"] = "avg"  # without a class token, average pooling is the only choice
     if "global_pool" not in merged:
         if not facts["class_token"]:
             merged["global_pool"] = "avg"

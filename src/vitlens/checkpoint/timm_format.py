@@ -129,10 +129,10 @@ def hints_from_timm_module(model: nn.Module) -> dict[str, Any]:
     act = block.mlp.act
     if mlp_kind == "SwiGLUPacked":
         act_layer = "swiglu"
-    elif isinstance(act, nn.GELU):
-        act_layer = "gelu" if act.approximate == "none" else "gelu_tanh"
-    elif isinstance(act, nn.ReLU):
-        act_layer = "relu"
+    elif type(act).__name__ == "GELU":  # torch's, or timm's own exact GELU
+        act_layer = "gelu_tanh" if getattr(act, "approximate", "none") == "tanh" else "gelu"
+    elif type(act).__name__ in ("GELUTanh", "ReLU"):
+        act_layer = {"GELUTanh": "gelu_tanh", "ReLU": "relu"}[type(act).__name__]
     else:
         raise ValueError(f"timm activation {type(act).__name__} is not supported (GELU, GELU-tanh, ReLU are)")
     if not isinstance(block.norm1, nn.LayerNorm):
