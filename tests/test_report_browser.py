@@ -207,3 +207,16 @@ def test_other_images_and_views_show_their_own_data(page, report):
     codes, scales = unpack_rows(chunks["vl-r-1"], 3 * 17, 16)
     rollout = dequantize_rows(codes, scales).reshape(3, 17, 16)
     np.testing.assert_allclose(_shown(page), normalized(rollout[2, 0]), atol=1e-5)
+
+
+def test_the_jupyter_view_runs_inside_its_sandboxed_frame(browser):
+    report = vitlens.report.render(peaked_model(), torch.randn(1, 3, 32, 32), gradients=False)
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_content(f"<html><body><h2>notebook cell</h2>{report._repr_html_()}</body></html>")
+    frame = page.frame_locator("iframe")
+    frame.locator("body[data-renders='1']").wait_for()
+    assert frame.locator("#vl-top li").count() == 5
+    page.close()
+    assert errors == []
