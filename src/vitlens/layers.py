@@ -108,7 +108,9 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
 
         weights = None
-        if need_weights:
+        if need_weights and _can_fill_in_place(q) and not (self.training and self.attn_drop.p > 0):
+            x, weights = attention_with_weights_inplace(q * self.scale, k, v)
+        elif need_weights:
             scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, N, N)
             weights = scores.float().softmax(dim=-1).to(q.dtype)  # the map users want
             x = self.attn_drop(weights) @ v
@@ -116,6 +118,42 @@ class Attention(nn.Module):
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
         x = x.transpose(1, 2).reshape(B, N, D)  # concatenate the heads again
         return self.proj_drop(self.proj(x)), weights
+
+
+# Images per chunk in the in-place path are chosen so that one chunk of scores (H x N x N) stays
+# in a core's cache (~1 MiB) while it is scaled, softmaxed and multiplied with v.
+_CHUNK_BYTES = 1 << 20
+
+
+def _can_fill_in_place(q: Tensor) -> bool:
+    """The in-place maps path needs no autograd graph, full precision and eager mode."""
+    return (
+        not torch.is_grad_enabled()
+        and q.dtype in (torch.float32, torch.float64)
+        and q.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+    )
+
+
+def attention_with_weights_inplace(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """softmax(q kᵀ) v and the softmax, for (B, H, N, d) inputs with the scale already in ``q``.
+
+    The same numbers as the explicit path, computed without autograd (inference only): the
+    scores are written straight into the returned weights tensor, softmaxed in place, a few
+    images at a time so that each chunk is still in cache for the multiplication with v. That
+    saves two (B, H, N, N) allocations and two passes over memory per layer.
+    """
+    B, H, N, d = q.shape
+    weights = q.new_empty(B, H, N, N)
+    out = q.new_empty(B, H, N, v.shape[-1])
+    step = max(1, _CHUNK_BYTES // (H * N * N * q.element_size()))
+    kt = k.transpose(-2, -1)
+    for s in range(0, B, step):
+        w = weights[s : s + step]
+        torch.matmul(q[s : s + step], kt[s : s + step], out=w)
+        torch.softmax(w, dim=-1, out=w)
+        torch.matmul(w, v[s : s + step], out=out[s : s + step])
+    return out, weights
 
 
 class Mlp(nn.Module):
