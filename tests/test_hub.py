@@ -242,6 +242,7 @@ def test_transformers_repo_by_name_and_revision(offline, chelsea):
     ):
         with torch.no_grad():
             logits = vitlens.load(name)(theirs)
+            torch.testing.assert_close(logits, vitlens.create_model(name, pretrained=True)(theirs))
             torch.testing.assert_close(logits, reference(pixel_values=theirs).logits, atol=1e-5, rtol=1e-5)
 
 

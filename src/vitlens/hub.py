@@ -337,8 +337,11 @@ def load_pretrained(name: str, **load_kwargs: Any) -> VisionTransformer:
 
 
 def create_pretrained(model_name: str, **load_kwargs: Any) -> VisionTransformer:
-    """``create_model(name, pretrained=True)``: timm's public weights for the preset (its default tag if none)."""
-    return load_pretrained(pretrained_repo(model_name), **load_kwargs)
+    """``create_model(name, pretrained=True)``: timm's public weights for the preset (its default tag if none).
+
+    A Hub name (``hf-hub:ORG/NAME``, ``timm/NAME.TAG``) is loaded as it is, as ``timm.create_model`` does.
+    """
+    return load_pretrained(model_name if is_hub_name(model_name) else pretrained_repo(model_name), **load_kwargs)
 
 
 def _with_new_head(model: VisionTransformer, num_classes: int) -> VisionTransformer:
