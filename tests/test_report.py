@@ -152,3 +152,14 @@ def test_an_existing_report_is_replaced_whole(tmp_path):
     vitlens.report.build(peaked_model(), torch.randn(1, 3, 32, 32), path, gradients=False)
     assert path.read_text().startswith("<!DOCTYPE html>")
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def test_the_report_file_gets_the_usual_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o027)
+    try:
+        path = vitlens.report.build(peaked_model(), torch.randn(1, 3, 32, 32), tmp_path / "r.html", gradients=False)
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o640

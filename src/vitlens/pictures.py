@@ -104,7 +104,7 @@ def write_pictures(
 ) -> dict[str, str]:
     """Save the overlays, head grid and distance plot of one image into ``folder``; return the file names."""
     from . import plot
-    from .checkpoint.files import atomic_write
+    from .outputs import write_output
 
     folder.mkdir(parents=True, exist_ok=True)
     pixels = display_image(model, image)
@@ -112,7 +112,7 @@ def write_pictures(
     files: dict[str, str] = {}
     for method, heat in result["maps"].items():
         picture = plot.overlay(pixels, heat.detach().cpu(), size=size)
-        atomic_write(folder / f"{method}.png", lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
+        write_output(folder / f"{method}.png", lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
         files[method] = f"{method}.png"
     if result["heads"] is not None:
         key = f"heads_layer{layer % model.depth}"
@@ -143,9 +143,9 @@ def explain_files(
     from tqdm.auto import tqdm
 
     from . import distributed
-    from .checkpoint.files import atomic_write
     from .data import transforms_for
     from .data.files import read_image, unique_stems
+    from .outputs import write_output
 
     methods = check_methods(methods)
     check_target(model, target)
@@ -192,7 +192,7 @@ def explain_files(
             "images": [{k: v for k, v in r.items() if k != "index"} for r in gathered],
         }
         text = json.dumps(summary, indent=1) + "\n"
-        atomic_write(out / SUMMARY_NAME, lambda tmp: Path(tmp).write_text(text))
+        write_output(out / SUMMARY_NAME, lambda tmp: Path(tmp).write_text(text))
     distributed.teardown()
     return None if gathered is None else summary["images"]
 

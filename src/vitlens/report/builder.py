@@ -175,13 +175,13 @@ class Report:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the HTML atomically (temp file + rename); a clear ``OSError`` when ``path`` can't be written."""
-        from ..checkpoint.files import atomic_write
+        from ..outputs import write_output
 
         path = Path(path)
         if path.is_dir():
             raise IsADirectoryError(f"cannot write the report to {path}: it is a folder; name a file like report.html")
         try:
-            atomic_write(path, lambda tmp: Path(tmp).write_text(self.html, encoding="utf-8"))
+            write_output(path, lambda tmp: Path(tmp).write_text(self.html, encoding="utf-8"))
         except OSError as e:
             raise OSError(f"cannot write the report to {path}: {e.strerror or e}") from e
         return path
