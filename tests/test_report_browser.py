@@ -190,9 +190,8 @@ def test_other_images_and_views_show_their_own_data(page, report):
     np.testing.assert_allclose(
         _shown(page), normalized(attention_chunk(meta, chunks, 1, 2)[:, 0].mean(0)), atol=1e-5
     )
-    assert page.locator("#vl-top li").first.inner_text() == f"{meta['images'][1]['top'][0]['label']} " + format(
-        meta["images"][1]["top"][0]["prob"], ".2f"
-    )
+    first = meta["images"][1]["top"][0]
+    assert page.locator("#vl-top li").first.inner_text() == f"{first['label']} {first['prob']:.2f}"
     for view in ("gae", "grad-rollout"):
         before = _renders(page)
         page.check(f"input[name=vl-view][value={view}]")
@@ -207,6 +206,18 @@ def test_other_images_and_views_show_their_own_data(page, report):
     codes, scales = unpack_rows(chunks["vl-r-1"], 3 * 17, 16)
     rollout = dequantize_rows(codes, scales).reshape(3, 17, 16)
     np.testing.assert_allclose(_shown(page), normalized(rollout[2, 0]), atol=1e-5)
+
+
+def test_small_probabilities_keep_two_significant_digits(browser):
+    model = peaked_model(num_classes=1000)
+    with torch.no_grad():
+        model.head.weight.zero_()  # every class equally likely: 0.001 each
+    report = vitlens.report.render(model, torch.randn(1, 3, 32, 32), gradients=False)
+    page = browser.new_page()
+    page.set_content(report.html)
+    page.wait_for_function("Number(document.body.dataset.renders) >= 1")
+    assert page.locator("#vl-top li").first.inner_text().endswith(" 0.0010")
+    page.close()
 
 
 def test_the_jupyter_view_runs_inside_its_sandboxed_frame(browser):

@@ -175,7 +175,7 @@
     const top = $('vl-top');
     top.replaceChildren(...img.top.map((t) => {
       const li = document.createElement('li');
-      li.textContent = t.label + ' ' + t.prob.toFixed(2);
+      li.textContent = t.label + ' ' + (t.prob >= 0.01 ? t.prob.toFixed(2) : t.prob.toPrecision(2)); // 0.83, 0.0012
       li.classList.toggle('target', img.target !== undefined && t.index === img.target.index);
       return li;
     }));
