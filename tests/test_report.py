@@ -86,6 +86,14 @@ def test_explanation_views_match_vitlens_explain(tmp_path):
     np.testing.assert_allclose(rows[:, 0], per_layer, atol=per_layer.max() / 255)
 
 
+def test_names_cannot_break_out_of_the_embedded_data():
+    images = torch.randn(1, 3, 32, 32)
+    html = vitlens.report.render(peaked_model(), images, names=["</script><!--x"], gradients=False).html
+    meta, _ = embedded(html)
+    assert meta["images"][0]["name"] == "</script><!--x"
+    assert "</script><!--x" not in html
+
+
 def test_labels_from_the_config_name_the_predictions():
     model = peaked_model(labels=["cat", "dog", "fox", "owl", "eel"])
     meta, _ = embedded(vitlens.report.render(model, torch.randn(1, 3, 32, 32), gradients=False).html)
@@ -141,8 +149,8 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(tmp_path)
     with pytest.raises(IsADirectoryError, match="it is a folder"):
         vitlens.report.build(model, good, tmp_path)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OSError, match="cannot write the report to"):
-        vitlens.report.build(model, good, tmp_path / "file" / "r.html")
+    with pytest.raises(NotADirectoryError, match="cannot write the report to .*file is a file, not a folder"):
+        vitlens.report.build(model, torch.randn(1, 1, 32, 32), tmp_path / "file" / "sub" / "r.html")  # checked first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png", "deep.png", "file"]
 
 

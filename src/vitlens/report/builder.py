@@ -159,12 +159,27 @@ def gradient_maps(model: VisionTransformer, image: Tensor, target: int | None) -
 
 
 def _script_json(value: Any) -> str:
-    """JSON that is safe inside a <script> element."""
-    return json.dumps(value, separators=(",", ":")).replace("</", "<\\/")
+    """JSON that is safe inside a <script> element (no ``</script>`` or ``<!--`` can appear in it)."""
+    return json.dumps(value, separators=(",", ":")).replace("<", "\\u003c")
 
 
 def _chunk(ident: str, text: str) -> str:
     return f'<script type="application/octet-stream" id="{ident}">{text}</script>'
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or a clear ``OSError`` when no file can be written there (checked before any work)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write the report to {path}: it is a folder; name a file like report.html")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"cannot write the report to {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"cannot write the report to {path}: no permission to write in {folder}")
+    return path
 
 
 @dataclass
@@ -177,9 +192,7 @@ class Report:
         """Write the HTML atomically (temp file + rename); a clear ``OSError`` when ``path`` can't be written."""
         from ..outputs import write_output
 
-        path = Path(path)
-        if path.is_dir():
-            raise IsADirectoryError(f"cannot write the report to {path}: it is a folder; name a file like report.html")
+        path = check_writable(path)
         try:
             write_output(path, lambda tmp: Path(tmp).write_text(self.html, encoding="utf-8"))
         except OSError as e:
@@ -283,4 +296,5 @@ def build(
     (class for the gradient views; default the prediction), ``top_k``, ``title``, ``gradients``
     (False skips the backward pass and the GAE / gradient-rollout views).
     """
+    check_writable(path)
     return render(model, images, **options).save(path)
