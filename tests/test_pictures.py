@@ -124,6 +124,20 @@ def test_bad_options_stop_before_anything_is_written(tmp_path, model_dir, capsys
     assert not out.exists()
 
 
+def test_methods_a_model_cannot_explain_are_refused_up_front(tmp_path):
+    from vitlens.pictures import explain_files
+
+    _photo(tmp_path / "cat.png")
+    pooled = peaked_model(class_token=False, global_pool="avg")
+    with pytest.raises(ValueError, match="method 'cls' needs a class token"):
+        explain_files(pooled, [tmp_path / "cat.png"], tmp_path / "out", ["rollout", "cls"])
+    with pytest.raises(ValueError, match="no classifier"):
+        explain_files(peaked_model(num_classes=0), [tmp_path / "cat.png"], tmp_path / "out", ["gae"])
+    assert not (tmp_path / "out").exists()
+    records = explain_files(pooled, [tmp_path / "cat.png"], tmp_path / "out", ["rollout"], progress=False)
+    assert list(records[0]["maps"]) == ["rollout"] and "heads_layer2" not in records[0]["pictures"]
+
+
 def test_a_bad_image_anywhere_stops_the_run_with_nothing_written(tmp_path, model_dir, capsys):
     _photo(tmp_path / "in" / "a.png")
     (tmp_path / "in" / "b.png").write_bytes(PNG + b"truncated")

@@ -39,11 +39,15 @@ def load_model(spec: str) -> VisionTransformer:
     return checkpoint.load(spec)
 
 
-def check_methods(methods: Sequence[str]) -> list[str]:
-    """The methods asked for, in order and without repeats; ``ValueError`` naming an unknown one."""
+def check_methods(methods: Sequence[str], model: VisionTransformer) -> list[str]:
+    """The methods asked for, in order and without repeats; ``ValueError`` for one unknown or unfit for ``model``."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown explanation method(s) {unknown}; choose from {', '.join(METHODS)}")
+    if "cls" in methods and not model.config.class_token:
+        raise ValueError("method 'cls' needs a class token; this model pools the patch mean (use rollout or gae)")
+    if {"gae", "grad-rollout"} & set(methods) and model.config.num_classes == 0:
+        raise ValueError("gae and grad-rollout explain a class, and this model has no classifier (num_classes=0)")
     return list(dict.fromkeys(methods))
 
 
@@ -84,8 +88,6 @@ def explain_one(
     heads = explain.cls_attention_from(out.attentions[layer], layout)[0] if layout.class_index is not None else None
     maps: dict[str, Tensor] = {}
     if "cls" in methods:
-        if heads is None:
-            raise ValueError("method 'cls' needs a class token; this model pools the patch mean (use rollout or gae)")
         maps["cls"] = heads.mean(0)
     if "rollout" in methods:
         maps["rollout"] = explain.rollout_from_attentions(out.attentions, layout)[0]
@@ -147,7 +149,7 @@ def explain_files(
     from .data.files import read_image, unique_stems
     from .outputs import write_output
 
-    methods = check_methods(methods)
+    methods = check_methods(methods, model)
     check_target(model, target)
     model.layers_requested([layer])  # a clear error for a layer the model does not have
     paths = [Path(p) for p in paths]
