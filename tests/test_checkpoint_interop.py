@@ -36,6 +36,8 @@ TIMM_CASES = {
     "deit_tiny_distilled_patch16_224": (dict(img_size=64), "pth:model", {}),
     "vit_small_patch14_reg4_dinov2": (dict(img_size=56, num_classes=10), "bin:state_dict", {}),
     "vit_small_patch14_dinov2": (dict(img_size=42), "pth:model_ema", {}),
+    # the giant's packed SwiGLU MLP, at a small width (heads given: the preset's 24 would not be these 4)
+    "vit_giant_patch14_dinov2": (dict(img_size=28, embed_dim=48, num_heads=4), "safetensors", {"num_heads": 4}),
     # average pooling with fc_norm and no final norm: the preset says 'token', so the pooling is passed
     "vit_tiny_patch16_224#avg": (
         dict(img_size=64, global_pool="avg", pre_norm=True),
@@ -244,7 +246,17 @@ def test_hf_in_memory_both_ways_and_resize_follows_hf(tmp_path):
 def _tv_model(**kw):
     # vit_b_16's shape (patch 16, 12 heads) at a small width and depth
     args = dict(image_size=64, patch_size=16, num_layers=2, num_heads=12, hidden_dim=48, mlp_dim=96, num_classes=7)
-    return torchvision.models.VisionTransformer(**{**args, **kw}).eval()
+    model = torchvision.models.VisionTransformer(**{**args, **kw}).eval()
+    _randomize_zeros(model)
+    return model
+
+
+def _randomize_zeros(model):
+    """torchvision starts the head and class token at zero, which would make logits match trivially."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(std=0.1)
 
 
 @pytest.mark.parametrize("old_names", [False, True])
@@ -290,3 +302,15 @@ def test_export_refuses_what_the_target_cannot_hold(tmp_path):
     with pytest.raises(ValueError, match="torchvision VisionTransformer cannot hold.*register tokens"):
         ours.to_torchvision_state_dict()
     assert not (tmp_path / "hf").exists()
+
+
+def test_cli_converts_a_torchvision_file_into_a_folder_transformers_opens(tmp_path):
+    from vitlens.cli import main
+
+    tv = _tv_model()
+    torch.save(tv.state_dict(), tmp_path / "vit_b_16-c0ffee12.pth")
+    assert main(["convert", str(tmp_path / "vit_b_16-c0ffee12.pth"), str(tmp_path / "hf"), "--to", "hf"]) == 0
+    hf = transformers.ViTForImageClassification.from_pretrained(tmp_path / "hf").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        _close(hf(x).logits, tv(x))

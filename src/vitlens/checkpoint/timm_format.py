@@ -124,10 +124,13 @@ def hints_from_timm_module(model: nn.Module) -> dict[str, Any]:
     if not isinstance(getattr(block.attn, "norm", nn.Identity()), nn.Identity):
         raise ValueError("timm scale_attn_norm is not supported")
     mlp_kind = type(block.mlp).__name__
-    if mlp_kind not in ("Mlp", "SwiGLUPacked"):
-        raise ValueError(f"timm MLP type {mlp_kind} is not supported (Mlp and SwiGLUPacked are)")
+    if mlp_kind not in ("Mlp", "GluMlp", "SwiGLUPacked"):
+        raise ValueError(f"timm MLP type {mlp_kind} is not supported (Mlp and the packed SwiGLU are)")
     act = block.mlp.act
-    if mlp_kind == "SwiGLUPacked":
+    if mlp_kind != "Mlp":  # timm's SwiGLUPacked: SiLU(first half) * second half, no inner norm
+        packed_swiglu = isinstance(act, nn.SiLU) and not block.mlp.gate_last
+        if not packed_swiglu or not isinstance(block.mlp.norm, nn.Identity):
+            raise ValueError("timm GluMlp is supported only as SwiGLUPacked (SiLU, gate first, no norm)")
         act_layer = "swiglu"
     elif type(act).__name__ == "GELU":  # torch's, or timm's own exact GELU
         act_layer = "gelu_tanh" if getattr(act, "approximate", "none") == "tanh" else "gelu"
