@@ -210,3 +210,24 @@ def test_cli_convert_to_timm_file_and_back(tmp_path, capsys):
     assert torch.equal(back(x), model(x))
     assert cli_main(["convert", str(dst), str(tmp_path / "x.txt"), "--to", "timm"]) == 2
     assert "safetensors or .pth" in capsys.readouterr().err
+
+
+def test_hugging_face_layouts_without_transformers(tmp_path):
+    from vitlens.checkpoint import export
+
+    model = small("vit_tiny_patch16_224", num_classes=3).eval()
+    export(model, tmp_path / "hf", "hf")
+    back = load(tmp_path / "hf")
+    x = _images(model)
+    assert torch.equal(back(x), model(x))
+    assert back.config.pos_embed_interp == "hf" and back.config.labels == ["LABEL_0", "LABEL_1", "LABEL_2"]
+    # a layer that lost its key projection
+    state = model.to_hf_state_dict()
+    del state["vit.layers.1.attention.k_proj.weight"]
+    save_file(state, str(tmp_path / "hf" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"hf/model\.safetensors: missing key.*k projection weight of layer 1"):
+        load(tmp_path / "hf")
+    # another Hugging Face architecture with look-alike keys
+    (tmp_path / "hf" / "config.json").write_text('{"model_type": "dinov2", "hidden_size": 192}')
+    with pytest.raises(CheckpointError, match=r"config\.json: model_type 'dinov2' is not supported"):
+        load(tmp_path / "hf")

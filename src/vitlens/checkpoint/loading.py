@@ -185,7 +185,7 @@ def _finish(
         raise ValueError(f"pos_interp must be one of {POS_INTERPOLATIONS}, got {method!r}")
     overrides = dict(overrides)
     target = overrides.pop("img_size", None)
-    config = config.replace(pos_embed_interp=method, **overrides)
+    config = ViTConfig.from_dict({**config.to_dict(), "pos_embed_interp": method}, **overrides)
     if target is not None:
         resized = config.replace(img_size=target)
         if resized.grid_size != config.grid_size and "pos_embed" in state and config.pos_embed == "learn":
