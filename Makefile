@@ -28,7 +28,11 @@ test: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2 --dist loadfile
 
-bench: $(VENV)/.dev-installed
+$(VENV)/.bench-installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e ".[dev,bench]"
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/run.py
 
 lint: $(VENV)/.dev-installed

@@ -214,13 +214,15 @@ def timm_contender(model: VisionTransformer) -> Contender:
     peer = TimmViT(**timm_kwargs(model.config))
     peer.load_state_dict(model.state_dict())
     peer = peer.to(_device_of(model)).train(model.training)
-    # AttentionExtract reads the softmax output, which only the unfused path forms.
-    unfused = copy.deepcopy(peer)
-    for blk in unfused.blocks:
+    # AttentionExtract reads the softmax output, which only the unfused path forms: unfuse every
+    # block for all maps, only the last one for last-layer maps (the other blocks stay fused).
+    unfused_all, unfused_last = copy.deepcopy(peer), copy.deepcopy(peer)
+    for blk in unfused_all.blocks:
         blk.attn.fused_attn = False
-    depth = len(unfused.blocks)
-    extract_all = AttentionExtract(unfused, names=["*attn.attn_drop"], method="hook")
-    extract_last = AttentionExtract(copy.deepcopy(unfused), names=[f"blocks.{depth - 1}.attn.attn_drop"], method="hook")
+    unfused_last.blocks[-1].attn.fused_attn = False
+    last = len(peer.blocks) - 1
+    extract_all = AttentionExtract(unfused_all, names=["*attn.attn_drop"], method="hook")
+    extract_last = AttentionExtract(unfused_last, names=[f"blocks.{last}.attn.attn_drop"], method="hook")
     return Contender(
         "timm",
         peer,
@@ -228,7 +230,7 @@ def timm_contender(model: VisionTransformer) -> Contender:
         maps_all=extract_all,
         maps_last=extract_last,
         logits=peer,
-        note="maps: AttentionExtract (hooks on attn_drop, unfused attention)",
+        note="maps: AttentionExtract (hooks on attn_drop; only the blocks asked for run unfused)",
     )
 
 
