@@ -94,20 +94,21 @@ def _position_facts(state: dict[str, Tensor], facts: dict[str, Any], hints: dict
     if "pos_embed" not in state:
         return dict(pos_embed="none", img_size=hints.get("img_size", 224))
     length = int(state["pos_embed"].shape[1])
-    if "no_embed_class" in hints:
-        no_embed_class = bool(hints["no_embed_class"])
-    elif prefix == 0:
-        no_embed_class = False
-    else:  # the prefix tokens either have their own positions or not: only one reading may fit
-        fits = {
-            flag: _grid_from_hint(length - (0 if flag else prefix), hints.get("img_size"), patch) is not None
-            for flag in (False, True)
-        }
-        if fits[False] and fits[True]:
-            raise CheckpointError(
-                f"{where}: pos_embed of length {length} fits a grid both with and without positions for the "
-                f"{prefix} prefix token(s); pass no_embed_class=True or False (or preset=)"
-            )
+    # The prefix tokens either have their own positions or not (no_embed_class): a hint decides
+    # when its reading fits the length; otherwise only one reading may fit.
+    fits = {
+        flag: _grid_from_hint(length - (0 if flag else prefix), hints.get("img_size"), patch) is not None
+        for flag in (False, True)
+    }
+    hinted = hints.get("no_embed_class")
+    if prefix == 0 or (hinted is not None and fits[bool(hinted)]):
+        no_embed_class = bool(hinted)
+    elif fits[False] and fits[True]:
+        raise CheckpointError(
+            f"{where}: pos_embed of length {length} fits a grid both with and without positions for the "
+            f"{prefix} prefix token(s); pass no_embed_class=True or False (or preset=)"
+        )
+    else:
         no_embed_class = fits[True]
     num_patches = length - (0 if no_embed_class else prefix)
     grid = _grid_from_hint(num_patches, hints.get("img_size"), patch)

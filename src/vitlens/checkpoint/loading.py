@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..config import POS_INTERPOLATIONS, ViTConfig
@@ -194,17 +195,11 @@ def _finish(
             pos = state["pos_embed"]
             if pos.shape[1] == n + config.grid_size[0] * config.grid_size[1]:
                 patches = resample_pos_embed(pos[:, n:], config.grid_size, resized.grid_size, method)
-                state["pos_embed"] = patches if n == 0 else _cat(pos[:, :n], patches)
+                state["pos_embed"] = patches if n == 0 else torch.cat([pos[:, :n], patches], dim=1)
         config = resized
     model = VisionTransformer(config)
     load_weights(model, state, strict=strict, where=where, origin=origin or {}, ignored=ignored or [])
     return model.eval()
-
-
-def _cat(a: Tensor, b: Tensor) -> Tensor:
-    import torch
-
-    return torch.cat([a, b], dim=1)
 
 
 def load_weights(
