@@ -1,0 +1,85 @@
+"""Training checkpoints: the model (``save_pretrained``) plus everything needed to continue.
+
+A checkpoint is a folder (``last/``, ``best/``) holding ``config.json`` + ``model.safetensors``
+(readable by :func:`vitlens.load`) and ``train_state.pt`` (optimizer, scheduler, EMA, RNG
+states, epoch, step). It is built completely in a temporary folder and then swapped in with
+renames, so a kill at any instant leaves either the old or the new checkpoint, never a mix.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE_NAME = "train_state.pt"
+
+
+def rng_states() -> dict[str, Any]:
+    """The states of every random generator a training step can touch."""
+    import numpy as np
+
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _old_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
+def write_checkpoint(path: str | Path, model: torch.nn.Module, state: dict[str, Any]) -> Path:
+    """Write ``model`` (its ``save_pretrained``) and ``state`` into folder ``path``, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        model.save_pretrained(tmp)
+        torch.save(state, tmp / STATE_NAME)
+        old = _old_path(path)
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)  # from here until the next rename, the reader falls back to `old`
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The folder to read: ``path`` itself, or the previous one when a swap was cut short."""
+    path = Path(path)
+    if (path / STATE_NAME).exists():
+        return path
+    old = _old_path(path)
+    if (old / STATE_NAME).exists():
+        return old
+    raise FileNotFoundError(f"no training checkpoint at {path} (expected {path / STATE_NAME})")
+
+
+def read_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The ``train_state.pt`` of the checkpoint folder ``path``."""
+    folder = resolve_checkpoint(path)
+    # the state holds only tensors, numbers, strings and the RNG tuples written above
+    return torch.load(folder / STATE_NAME, map_location=map_location, weights_only=False)
