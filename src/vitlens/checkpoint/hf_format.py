@@ -112,7 +112,9 @@ def hints_from_hf_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         hints["img_size"] = int(size) if isinstance(size, int) else tuple(int(s) for s in size)
     id2label = cfg.get("id2label") or {}
     if id2label and sorted(int(i) for i in id2label) == list(range(len(id2label))):
-        hints["labels"] = [str(id2label[str(i)] if str(i) in id2label else id2label[i]) for i in range(len(id2label))]
+        labels = [str(id2label[str(i)] if str(i) in id2label else id2label[i]) for i in range(len(id2label))]
+        if labels != [f"LABEL_{i}" for i in range(len(labels))]:  # transformers' placeholders name nothing
+            hints["labels"] = labels
     return hints
 
 

@@ -167,6 +167,9 @@ def config_from_state(
             f"{where}: the checkpoint has fc_norm (timm's sign of average pooling) but the preset says "
             "global_pool='token'; pass global_pool='avg' or global_pool='token' to decide"
         )
+    labels = merged.get("labels")
+    if labels is not None and len(labels) != merged.get("num_classes", facts["num_classes"]):
+        merged["labels"] = None  # names for another head (e.g. a backbone saved without its classifier)
     return ViTConfig.from_dict(merged)
 
 
