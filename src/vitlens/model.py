@@ -125,7 +125,7 @@ class VisionTransformer(nn.Module):
         self.pos_drop = nn.Dropout(c.drop_rate)
         self.norm_pre = make_norm(c.norm_layer, D, c.norm_eps) if c.pre_norm else nn.Identity()
 
-        drop_path = torch.linspace(0, c.drop_path_rate, c.depth).tolist()
+        drop_path = torch.linspace(0, c.drop_path_rate, c.depth, device="cpu").tolist()  # also under meta
         self.blocks = nn.ModuleList(
             Block(
                 D,

@@ -197,31 +197,40 @@ def _finish(
                 patches = resample_pos_embed(pos[:, n:], config.grid_size, resized.grid_size, method)
                 state["pos_embed"] = patches if n == 0 else torch.cat([pos[:, :n], patches], dim=1)
         config = resized
-    model = VisionTransformer(config)
-    load_weights(model, state, strict=strict, where=where, origin=origin or {}, ignored=ignored or [])
+    with torch.device("meta"):  # shapes only: no time spent on a random init the weights replace
+        shell = VisionTransformer(config)
+    expected = {k: v.shape for k, v in shell.state_dict().items()}
+    fitting = check_state(expected, state, strict=strict, where=where, origin=origin or {}, ignored=ignored or [])
+    if len(fitting) == len(expected) and not any(True for _ in shell.buffers()):
+        model = shell.to_empty(device="cpu")  # every tensor is overwritten below
+    else:
+        model = VisionTransformer(config)  # what the file lacks keeps its initialisation
+    model.load_state_dict(fitting, strict=False)
     return model.eval()
 
 
-def load_weights(
-    model: VisionTransformer,
+def check_state(
+    expected: dict[str, torch.Size],
     state: dict[str, Tensor],
     *,
     strict: bool,
     where: str,
     origin: dict[str, str],
     ignored: list[str],
-) -> None:
-    """Copy ``state`` into ``model``; name the file, the keys and the shapes of anything that does not fit."""
-    expected = model.state_dict()
+) -> dict[str, Tensor]:
+    """The tensors of ``state`` that fit; name the file, keys and shapes of anything that does not.
+
+    ``strict``: any missing, unexpected or mis-shaped key is a :class:`CheckpointError`;
+    otherwise a warning lists them.
+    """
     name = lambda k: origin.get(k, k)  # the key as the file spells it
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    mismatched = [k for k in expected if k in state and state[k].shape != expected[k]]
     problems = []
     if missing:
         problems.append(
-            "missing keys (model expects): "
-            + describe(map(name, missing), {name(k): expected[k].shape for k in missing})
+            "missing keys (model expects): " + describe(map(name, missing), {name(k): expected[k] for k in missing})
         )
     if unexpected:
         problems.append(
@@ -231,7 +240,7 @@ def load_weights(
         problems.append(
             "shape mismatch: "
             + ", ".join(
-                f"{name(k)} {tuple(state[k].shape)} in the file vs {tuple(expected[k].shape)} in the model"
+                f"{name(k)} {tuple(state[k].shape)} in the file vs {tuple(expected[k])} in the model"
                 for k in mismatched[:5]
             )
             + (f" and {len(mismatched) - 5} more" if len(mismatched) > 5 else "")
@@ -248,5 +257,4 @@ def load_weights(
             "token, not part of vitlens; features match last_hidden_state)",
             stacklevel=3,
         )
-    fitting = {k: v for k, v in state.items() if k in expected and k not in mismatched}
-    model.load_state_dict(fitting, strict=False)
+    return {k: v for k, v in state.items() if k in expected and k not in mismatched}
