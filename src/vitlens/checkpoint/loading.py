@@ -201,10 +201,12 @@ def _finish(
         shell = VisionTransformer(config)
     expected = {k: v.shape for k, v in shell.state_dict().items()}
     fitting = check_state(expected, state, strict=strict, where=where, origin=origin or {}, ignored=ignored or [])
+    # The model lives where the weights are: the CPU for files, the source model's device for from_*.
+    device = next(iter(fitting.values())).device if fitting else torch.device("cpu")
     if len(fitting) == len(expected) and not any(True for _ in shell.buffers()):
-        model = shell.to_empty(device="cpu")  # every tensor is overwritten below
+        model = shell.to_empty(device=device)  # every tensor is overwritten below
     else:
-        model = VisionTransformer(config)  # what the file lacks keeps its initialisation
+        model = VisionTransformer(config).to(device)  # what the file lacks keeps its initialisation
     model.load_state_dict(fitting, strict=False)
     return model.eval()
 
