@@ -22,7 +22,7 @@ from .files import CheckpointError, describe, read_json, read_state_dict, safete
 from .infer import config_from_state
 from .vitlens_format import CONFIG_NAME, WEIGHTS_NAME, config_from_metadata, is_vitlens_config
 
-WEIGHT_NAMES = (WEIGHTS_NAME, "pytorch_model.bin", "open_clip_pytorch_model.bin", "model.pth", "pytorch_model.pth")
+WEIGHT_NAMES = (WEIGHTS_NAME, "pytorch_model.bin", "model.pth", "pytorch_model.pth")
 PREPROCESSOR_NAME = "preprocessor_config.json"
 
 
@@ -53,8 +53,9 @@ def load(
 
     ``preset`` (a timm model name) or ``num_heads`` supplies what the weights cannot show; a timm
     name in the file or folder name, a timm or Hugging Face ``config.json`` beside the weights
-    serve too. ``img_size=`` resamples the stored position embeddings once, with ``pos_interp``
-    ('timm' | 'hf' | 'torchvision'; default: the rule of the library the file came from).
+    serve too (a vitlens file's own config is complete and needs neither). ``img_size=``
+    resamples the stored position embeddings once, with ``pos_interp`` ('timm' | 'hf' |
+    'torchvision'; default: the rule of the library the file came from).
     Other ``config_overrides`` replace config fields (e.g. ``num_classes=10`` with
     ``strict=False`` keeps everything but the head). ``strict=False`` loads what fits and warns
     with the keys it skipped.
