@@ -314,3 +314,16 @@ def test_cli_converts_a_torchvision_file_into_a_folder_transformers_opens(tmp_pa
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         _close(hf(x).logits, tv(x))
+
+
+def test_a_timm_name_that_is_no_preset_is_read_from_timm_itself(tmp_path):
+    # CLIP image towers: pre-norm and LayerNorm eps 1e-5, which only timm's own definition tells
+    model = timm.create_model("vit_base_patch16_clip_224", pretrained=False, depth=1, img_size=32).eval()
+    assert "vit_base_patch16_clip_224" not in vitlens.PRESETS
+    path = tmp_path / "vit_base_patch16_clip_224.openai.safetensors"
+    save_file(model.state_dict(), str(path))
+    ours = vitlens.load(path)
+    assert ours.config.pre_norm and ours.config.norm_eps == 1e-5 and ours.config.num_heads == 12
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        _close(ours(x), model(x))
