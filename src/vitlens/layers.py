@@ -120,8 +120,9 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(x)), weights
 
 
-# Images per chunk in the in-place path are chosen so that one chunk of scores (H x N x N) stays
-# in a core's cache (~1 MiB) while it is scaled, softmaxed and multiplied with v.
+# Images per chunk in the in-place path are chosen so that each thread's share of one chunk of
+# scores (H x N x N per image) stays in its core's cache (~1 MiB) while it is softmaxed and
+# multiplied with v.
 _CHUNK_BYTES = 1 << 20
 
 
@@ -146,7 +147,7 @@ def attention_with_weights_inplace(q: Tensor, k: Tensor, v: Tensor) -> tuple[Ten
     B, H, N, d = q.shape
     weights = q.new_empty(B, H, N, N)
     out = q.new_empty(B, H, N, v.shape[-1])
-    step = max(1, _CHUNK_BYTES // (H * N * N * q.element_size()))
+    step = max(1, _CHUNK_BYTES * torch.get_num_threads() // (H * N * N * q.element_size()))
     kt = k.transpose(-2, -1)
     for s in range(0, B, step):
         w = weights[s : s + step]
