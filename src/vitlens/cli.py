@@ -14,7 +14,66 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default data; see :mod:`vitlens.demo`."""
     from .demo import run_demo
 
-    run_demo(Path(args.out))
+    run_demo(Path(args.out), seed=args.seed, epochs=args.epochs)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train a preset on a data source (also under torchrun); or continue a run with --resume."""
+    from .train import NonFiniteLossError, TrainConfig, resume, train
+
+    try:
+        if args.resume:
+            result = resume(args.resume, device=args.device)
+        else:
+            overrides = dict(_parse_override(text) for text in args.set)
+            config = TrainConfig(
+                model=args.model, model_overrides=overrides, data=args.data, data_root=args.data_root,
+                strict=args.strict, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                min_lr=args.min_lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                clip_grad=args.clip_grad, label_smoothing=args.label_smoothing, augment=args.augment,
+                mixup=args.mixup, cutmix=args.cutmix, ema=args.ema, amp=args.amp, seed=args.seed,
+                workers=args.workers, device=args.device, overwrite=args.overwrite, log_every=args.log_every,
+            )
+            result = train(config)
+    except NonFiniteLossError as e:
+        print(f"vitlens train: stopped: {e}", file=sys.stderr)
+        return 3
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"vitlens train: error: {e}", file=sys.stderr)
+        return 2
+    if result.last is not None and result.out is not None:
+        print(f"best top-1 {result.best_top1:.2%}, last {result.last.top1:.2%}, {result.seconds:.0f} s -> {result.out}")
+    return 0
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    """``name=value`` for --set; the value is read as JSON when it parses (numbers, true, lists)."""
+    import json
+
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"vitlens train: --set expects name=value, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Top-1/top-5, per-class accuracy and a confusion matrix of any checkpoint vitlens.load reads."""
+    from .evaluate import evaluate_checkpoint
+
+    try:
+        result = evaluate_checkpoint(args.model, args.data, out=args.out, batch_size=args.batch_size,
+                                     device=args.device, data_root=args.data_root, strict=args.strict)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"vitlens eval: error: {e}", file=sys.stderr)
+        return 2
+    if result is not None:
+        worst = sorted(result.per_class.items(), key=lambda kv: kv[1])[:3]
+        print(f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  on {result.count} images; weakest classes: "
+              + ", ".join(f"{name} {acc:.1%}" for name, acc in worst))
     return 0
 
 
@@ -82,9 +141,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitlens", description="A Vision Transformer whose attention you can see.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="run the demo on bundled data and write pictures")
-    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p = sub.add_parser("demo", help="train vit_digits on the bundled digits, evaluate, draw its attention")
+    p.add_argument("--out", default="runs/demo", help="output folder, replaced on each run (default: runs/demo)")
+    p.add_argument("--epochs", type=int, help="train for fewer or more epochs than the recipe's 30")
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+
+    from .data.augment import AUGMENTS
+    from .train import TrainConfig
+
+    d = TrainConfig()  # the defaults: the vit_digits recipe
+    p = sub.add_parser("train", help="train a ViT (runs data-parallel under torchrun)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=d.model, help="preset name")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a model config field, e.g. --set depth=6 (repeatable)")
+    p.add_argument("--data", default=d.data, help="digits, cluttered-digits, imagefolder:PATH, cifar10, cifar100, "
+                   "mnist, fashion-mnist, fake")
+    p.add_argument("--data-root", help="where torchvision data sets live (default: $VITLENS_DATA or "
+                   "~/.cache/vitlens/datasets)")
+    p.add_argument("--strict", action="store_true", help="fail on unreadable image files instead of skipping them")
+    p.add_argument("--out", default=d.out, help="run folder")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, split over processes")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
+    p.add_argument("--min-lr", type=float, default=d.min_lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--clip-grad", type=float, default=d.clip_grad, help="max gradient norm, 0 = off")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--augment", default=d.augment, choices=AUGMENTS)
+    p.add_argument("--mixup", type=float, default=d.mixup, help="MixUp alpha, 0 = off")
+    p.add_argument("--cutmix", type=float, default=d.cutmix, help="CutMix alpha, 0 = off")
+    p.add_argument("--ema", type=float, default=d.ema, help="EMA decay per step (e.g. 0.999), 0 = off")
+    p.add_argument("--amp", default=d.amp, choices=("auto", "bf16", "none"),
+                   help="bf16 autocast; auto = on CUDA only")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, default=d.workers, help="data-loader worker processes")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--log-every", type=int, default=d.log_every, help="steps between metrics.jsonl loss lines")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
+    p.add_argument("--model", required=True, help="checkpoint folder or file that vitlens.load reads")
+    p.add_argument("--data", required=True, help="data source, as for train (its held-out split is used)")
+    p.add_argument("--data-root", help="where torchvision data sets live")
+    p.add_argument("--strict", action="store_true", help="fail on unreadable image files instead of skipping them")
+    p.add_argument("--out", help="folder for eval.json and confusion.png (default: the checkpoint folder)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("explain", help="overlays, head grids, distance plots and numbers for image files")
     _add_image_arguments(p)

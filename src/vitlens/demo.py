@@ -1,31 +1,74 @@
-"""``vitlens demo``: the main job on bundled data, writing pictures into one folder."""
+"""``vitlens demo``: train ``vit_digits`` on the bundled digits, evaluate it, and draw where it looks.
+
+Everything lands in one folder (default ``runs/demo``), which the demo replaces on every run:
+the checkpoint (``last/``, ``best/``), ``metrics.jsonl``, ``curves.png``, ``confusion.png``,
+``eval.json``, and attention pictures of a few test digits under ``attention/``.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
 
-from .model import create_model
-from .plot import head_grid
+from .train import TrainConfig, TrainResult, train
+
+NUM_EXAMPLES = 6
 
 
-def run_demo(out: Path) -> None:
-    """Build a small ViT, run it on a bundled photo, save the last layer's per-head class-token maps."""
-    try:
-        from skimage import data as skdata
-    except ImportError as e:  # pragma: no cover - the demo extra installs it
-        raise SystemExit(f"the demo needs scikit-image ({e}); run `make demo` or pip install 'vitlens[train]'") from e
+def train_digits(out: Path, seed: int = 0, epochs: int | None = None) -> TrainResult:
+    """The ``vit_digits`` recipe (the :class:`TrainConfig` defaults) on the digits, into ``out``.
 
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    model = create_model("vit_cifar", img_size=64, patch_size=8).eval()
-    photo = torch.from_numpy(skdata.chelsea()).permute(2, 0, 1).float() / 255.0
-    image = torch.nn.functional.interpolate(photo[None], size=(64, 64), mode="bilinear", antialias=True)
+    ``out`` is the demo's own folder: a previous demo run there is replaced.
+    """
+    config = TrainConfig(out=str(out), seed=seed, overwrite=True)
+    if epochs is not None:
+        config.epochs = epochs
+    return train(config)
+
+
+def attention_pictures(model_dir: Path, out: Path, count: int = NUM_EXAMPLES) -> list[Path]:
+    """Per-head class-token maps of the last layer (and rollout, when available) for ``count`` test digits."""
+    from .checkpoint import load
+    from .data.sources import build_dataset
+    from .plot import head_grid
+
+    model = load(model_dir).eval()
+    test = build_dataset("digits", "test", model.config)
+    picks = [next(i for i, label in enumerate(test.targets) if label == d) for d in range(count)]
+    images = torch.stack([test[i][0] for i in picks])
     with torch.no_grad():
-        result = model((image - 0.5) / 0.5, return_attention=[-1])
-    layout = model.token_layout(image)
-    cls_maps = result.attentions[-1][0, :, layout.class_index, layout.patch_slice].reshape(-1, *layout.grid)
-    path = out / "heads_last_layer.png"
-    head_grid(cls_maps, image[0], path=path, title="class-token attention, last layer (untrained model)")
-    print(f"wrote {path}")
+        result = model(images, return_attention=[-1])
+    layout = model.token_layout(images)
+    maps = result.attentions[-1][:, :, layout.class_index, layout.patch_slice].reshape(len(picks), -1, *layout.grid)
+    predicted = result.logits.argmax(1).tolist()
+    written = []
+    for k, i in enumerate(picks):
+        title = f"digit {test.targets[i]} (predicted {predicted[k]}): class-token attention, last layer"
+        written.append(out / f"heads_digit{test.targets[i]}.png")
+        head_grid(maps[k], images[k], path=written[-1], title=title)
+    if importlib.util.find_spec("vitlens.explain") is not None:
+        written += _rollout_pictures(model, images, [test.targets[i] for i in picks], out)
+    return written
+
+
+def _rollout_pictures(model, images: torch.Tensor, labels: list[int], out: Path) -> list[Path]:
+    """Attention rollout of each digit, drawn over it (one PNG per digit)."""
+    from . import explain, plot
+
+    heat = explain.rollout(model, images)
+    written = []
+    for image, label, digit_heat in zip(images, labels, heat):
+        written.append(out / f"rollout_digit{label}.png")
+        plot.overlay(image, digit_heat, size=128).save(written[-1])
+    return written
+
+
+def run_demo(out: Path, seed: int = 0, epochs: int | None = None) -> TrainResult:
+    """Train, evaluate (curves, confusion matrix, eval.json) and draw attention, all into ``out``."""
+    result = train_digits(out, seed, epochs)
+    pictures = attention_pictures(out / "last", out / "attention")
+    print(f"test accuracy {result.last.top1:.2%} (best epoch {result.best_top1:.2%}) after {result.seconds:.0f} s")
+    print(f"wrote {out}: last/, best/, curves.png, confusion.png, eval.json and {len(pictures)} attention pictures")
+    return result
