@@ -203,3 +203,16 @@ def test_cli_train_then_eval(tmp_path):
         env=ENV,
     )
     assert bad.returncode == 2 and "the model has 10 output classes but" in bad.stderr
+
+
+def test_eval_reads_other_layouts_and_agrees(tmp_path):
+    from vitlens.checkpoint import convert
+    from vitlens.evaluate import evaluate_checkpoint
+
+    run = train(tiny_config(tmp_path, epochs=1))
+    hf_dir = convert(run.out / "last", tmp_path / "hf", "hf")  # Hugging Face layout, read back by vitlens.load
+    ours = evaluate_checkpoint(run.out / "last", "digits", out=tmp_path / "a")
+    theirs = evaluate_checkpoint(hf_dir, "digits", out=tmp_path / "b")
+    assert theirs.top1 == ours.top1 == run.last.top1
+    assert torch.equal(theirs.confusion, ours.confusion)
+    assert json.loads((tmp_path / "b" / "eval.json").read_text())["count"] == 360

@@ -110,7 +110,7 @@ def evaluate_checkpoint(
     """``vitlens eval``: load any checkpoint ``vitlens.load`` reads, evaluate it on ``data``'s held-out split.
 
     Writes ``eval.json`` (top-1/top-5, per-class accuracy, confusion counts) and ``confusion.png``
-    into ``out`` (default: the checkpoint's folder).
+    into ``out`` (default: the checkpoint's folder, or the folder holding the checkpoint file).
     """
     from .checkpoint import load
     from .checkpoint.files import write_json
@@ -130,7 +130,11 @@ def evaluate_checkpoint(
     loader = DataLoader(shard(dataset, world), batch_size=batch_size, shuffle=False)
     result = evaluate(model, loader, num_classes, world.device, classes=labels, bf16=bf16)
     if world.is_main:
-        out_dir = Path(out) if out is not None else (Path(model_path) if Path(model_path).is_dir() else Path("."))
+        out_dir = (
+            Path(out)
+            if out is not None
+            else (Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent)
+        )
         write_json(out_dir / "eval.json", {"model": str(model_path), "data": data, **result.to_dict()})
         title = f"{data}: top-1 {result.top1:.2%}"
         plot_confusion(result.confusion, result.classes, out_dir / "confusion.png", title=title)

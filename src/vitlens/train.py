@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from . import distributed
 from .checkpoint.files import atomic_write, write_json
+from .config import get_config
 from .evaluate import EvalResult, autocast, evaluate, shard
 from .model import VisionTransformer, create_model
 from .train_state import read_state, resolve_checkpoint, rng_states, set_rng_states, write_checkpoint
@@ -183,7 +184,7 @@ class Trainer:
             raise ValueError(
                 f"the global batch size {config.batch_size} must be divisible by the {world.size} processes"
             )
-        model_cfg = create_model(config.model, **config.model_overrides).config
+        model_cfg = get_config(config.model, **config.model_overrides)
         self.train_set = build_dataset(
             config.data, "train", model_cfg, config.augment, config.seed, config.data_root, config.strict
         )
@@ -467,5 +468,7 @@ def resume(run_dir: str | Path, device: str = "auto") -> TrainResult:
     config = TrainConfig.from_dict({**state["train_config"], "out": str(run_dir), "device": device})
     world = distributed.setup(config.device)
     trainer = Trainer(config, world, state=state)
+    if trainer.epoch >= config.epochs:
+        trainer._print(f"{run_dir} has finished all {config.epochs} epochs already; nothing to resume")
     result = trainer.fit()
     return _finish(trainer, result, started)
