@@ -58,7 +58,10 @@ def test_run_case_every_mode_and_peer_with_the_same_weights():
     assert set(rows["train"]) == expected_plain
     assert {"vitlens", "vitlens (plain)", "timm", "hf"} <= set(rows["maps_all"])
     assert "torchvision" not in rows["maps_all"]  # it cannot return maps
-    assert set(rows["plain_bf16"]) == {"vitlens bf16", "vitlens fp32", "timm bf16"}
+    if bench.native_bf16(torch.device("cpu")):
+        assert set(rows["plain_bf16"]) == {"vitlens bf16", "vitlens fp32", "timm bf16"}
+    else:  # emulated bf16 would only measure the emulation
+        assert set(result["skipped_modes"]) == {"plain_bf16", "train_bf16"} and "plain_bf16" not in rows
     assert rows["plain"]["vitlens"]["vitlens_speedup"] == 1.0
     for row in rows["plain"].values():
         assert row["repeats"] == 1 and row["images_per_s"] > 0 and row["gflops"] > 0
@@ -89,6 +92,8 @@ def test_compiled_training_mode_adds_a_compiled_contender():
     fns = bench.mode_functions("train_compile", contenders, torch.randn(2, 3, 16, 16),
                                compile_fn=lambda m: seen.append(m) or m)  # fmt: skip
     assert set(fns) == {"vitlens", "vitlens compiled", "timm"} and seen == [model]
+    bf16 = bench.mode_functions("train_bf16", contenders, torch.randn(2, 3, 16, 16))
+    assert set(bf16) == {"vitlens bf16", "vitlens fp32", "timm bf16"}
     before = model.head.weight.detach().clone()
     fns["vitlens compiled"]()
     assert not torch.equal(before, model.head.weight)  # the step trained the model

@@ -158,6 +158,17 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run in hardware here (else autocast emulates them, many times slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 # ----------------------------------------------------------------------------- contenders
 @dataclass
 class Contender:
@@ -522,7 +533,12 @@ def run_case(
     result["notes"] = {c.name: c.note for c in contenders if c.note}
     result["max_logit_diff"] = check_same_outputs(contenders, images, atol=1e-4 if dtype == torch.float32 else 0.1)
 
+    bf16_ok = native_bf16(device)
     for mode in case.modes:
+        if mode.endswith("_bf16") and not bf16_ok:
+            result.setdefault("skipped_modes", {})[mode] = "no native bf16 on this device (autocast would emulate it)"
+            log(f"{case.name} / {mode}: skipped, no native bf16 on this device")
+            continue
         if mode == "memory":
             result["modes"]["memory"] = _memory_rows(case, contenders, str(device), log)
             continue
@@ -640,6 +656,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"## {c['name']}: {c['model']}, batch {c['batch']}" + (f", {c['img_size']} px" if c["img_size"] else ""),
             "",
         ]
+        if case.get("skipped_modes"):
+            out += [f"Modes not run: {', '.join(f'{k} ({v})' for k, v in case['skipped_modes'].items())}.", ""]
         if case.get("skipped_peers"):
             out += [f"Not measured: {', '.join(f'{k} ({v})' for k, v in case['skipped_peers'].items())}.", ""]
         for mode, rows in case["modes"].items():
