@@ -171,3 +171,14 @@ def test_the_report_file_gets_the_usual_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_the_demo_writes_an_explorer_for_four_test_digits(tmp_path):
+    pytest.importorskip("sklearn")
+    from vitlens.demo import explorer
+
+    model_dir = vitlens.create_model("vit_digits").save_pretrained(tmp_path / "last")
+    path = explorer(model_dir, tmp_path / "report.html")
+    meta, chunks = embedded(path.read_text())
+    assert [im["name"] for im in meta["images"]] == ["digit 0", "digit 1", "digit 2", "digit 3"]
+    assert len([c for c in chunks if c.startswith("vl-a-")]) == 4 * vitlens.get_config("vit_digits").depth
