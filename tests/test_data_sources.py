@@ -150,3 +150,19 @@ def test_batch_affine_draws_per_index_not_per_batch():
     assert not torch.equal(whole, affine(images, index, epoch=3))
     still = BatchAffine(6, degrees=0.0, translate=0.0, scale=(1.0, 1.0), fill=(-1.0,))
     torch.testing.assert_close(still(images, index, 0), images, atol=1e-5, rtol=0)
+
+
+def test_cluttered_digits_source_is_model_ready():
+    pytest.importorskip("vitlens.data.cluttered")
+    cfg = vitlens.get_config("vit_digits", img_size=32, patch_size=4)
+    data = build_dataset("cluttered-digits", "test", cfg)
+    image, label = data[0]
+    assert len(data) == 2000 and image.shape == (1, 32, 32) and data.classes == [str(i) for i in range(10)]
+    assert float(image.min()) == pytest.approx(-1.0) and 0 <= label < 10
+
+
+def test_whole_set_transform_equals_per_image_transform():
+    cfg = vitlens.get_config("vit_cifar", img_size=16)  # grey 8x8 digits -> RGB 16x16
+    cached = build_dataset("digits", "test", cfg)
+    base, transform = open_source("digits", "test"), build_transform(cfg)
+    assert torch.equal(cached.images[:20], torch.stack([transform(base[i][0]) for i in range(20)]))
