@@ -164,6 +164,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert all(torch.isfinite(v).all() for v in vitlens.load(tmp_path / "run" / "last").state_dict().values())
 
 
+@pytest.mark.slow
 def test_cli_train_then_eval(tmp_path):
     out = tmp_path / "cli"
     base = [sys.executable, "-m", "vitlens"]
