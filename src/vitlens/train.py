@@ -42,7 +42,7 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """One training run. The defaults are the ``vit_digits`` recipe on the bundled digits."""
+    """One training run. The defaults are the ``vit_digits`` recipe on the bundled digits (see the preset)."""
 
     model: str = "vit_digits"
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -50,7 +50,7 @@ class TrainConfig:
     data_root: str | None = None
     strict: bool = False
     out: str = "runs/train"
-    epochs: int = 30
+    epochs: int = 60
     batch_size: int = 32  # global: split over the processes, so results do not depend on their number
     lr: float = 1e-3
     min_lr: float = 1e-5
