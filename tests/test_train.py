@@ -217,3 +217,13 @@ def test_eval_reads_other_layouts_and_agrees(tmp_path):
     assert theirs.top1 == ours.top1 == run.last.top1
     assert torch.equal(theirs.confusion, ours.confusion)
     assert json.loads((tmp_path / "b" / "eval.json").read_text())["count"] == 360
+
+
+def test_bf16_autocast_on_cpu_trains_with_other_numbers(tmp_path):
+    fp32 = train(tiny_config(tmp_path / "fp32", epochs=1))
+    bf16 = train(tiny_config(tmp_path / "bf16", epochs=1, amp="bf16"))
+    assert bf16.last.top1 > 0.5 and fp32.last.top1 > 0.5
+    a = vitlens.load(fp32.out / "last").state_dict()
+    b = vitlens.load(bf16.out / "last").state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # autocast really ran in bf16
+    assert all(v.dtype == torch.float32 for v in b.values())  # the weights stay fp32
