@@ -454,7 +454,7 @@ def mode_functions(
 
 # --------------------------------------------------------------------------------- memory
 _MEMORY_SCRIPT = r"""
-import json, resource, sys, torch
+import json, sys, torch
 from vitlens.bench import CASES, BenchCase, build_contenders
 spec = json.loads(sys.argv[1])
 case = BenchCase(**spec["case"])
@@ -470,10 +470,15 @@ else:
 size = case.img_size or model.config.img_hw[0]
 x = torch.randn(case.batch, model.config.in_chans, size, size, device=spec["device"])
 dev = torch.device(spec["device"])
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-before = rss()
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+try:  # reset the high-water mark to what the process holds now
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+except OSError:
+    pass
+before = status("VmRSS")
 if dev.type == "cuda":
     torch.cuda.reset_peak_memory_stats(dev); base = torch.cuda.memory_allocated(dev)
 with torch.inference_mode():
@@ -481,14 +486,14 @@ with torch.inference_mode():
 if dev.type == "cuda":
     peak, delta = torch.cuda.max_memory_allocated(dev), torch.cuda.max_memory_allocated(dev) - base
 else:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = status("VmHWM")
     delta = peak - before
 print(json.dumps({"peak_bytes": peak, "forward_bytes": delta}))
 """
 
 
 def measure_memory(case: BenchCase, peer: str, mode: str, device: str = "cpu") -> dict[str, int]:
-    """Peak memory of one forward in a fresh subprocess (process peak RSS on CPU, allocator peak on CUDA).
+    """Peak memory of one forward in a fresh subprocess (peak RSS, VmHWM, on CPU; allocator peak on CUDA).
 
     ``forward_bytes`` is the peak minus what the process held just before the forward: the
     memory the forward itself needed (activations, maps), without the interpreter and weights.
@@ -703,6 +708,7 @@ def write_results(report: dict[str, Any], directory: str | Path, stem: str = "sp
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{stem}", suffix=suffix)
         with os.fdopen(fd, "w") as f:
             f.write(text + "\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for everyone to read
         os.replace(tmp, path)
         paths.append(path)
     return paths[0], paths[1]
