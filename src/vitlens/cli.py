@@ -129,6 +129,32 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Speed of a preset against timm, Hugging Face, torchvision and vit-pytorch; see :mod:`vitlens.bench`."""
+    import torch
+
+    from .bench import BenchCase, default_dtype, machine_info, matmul_peak_gflops, run_case, write_results
+
+    modes = tuple(m for m in ",".join(args.modes).split(",") if m)
+    try:
+        case = BenchCase(args.model, args.model, args.batch, args.img_size)
+        if modes:
+            case = BenchCase(args.model, args.model, args.batch, args.img_size, modes)
+        case.build()  # a bad preset, size or mode fails here, before anything is timed
+        device = torch.device(args.device)
+        dtype = default_dtype(device)
+        peak = matmul_peak_gflops(device, dtype)
+        result = run_case(case, [p for p in args.peers.split(",") if p], args.repeats, device, dtype, peak)
+    except (ValueError, RuntimeError) as e:
+        print(f"vitlens bench: error: {e}", file=sys.stderr)
+        return 2
+    if args.out:
+        report = {"machine": machine_info(device), "dtype": str(dtype), "matmul_peak_gflops": peak, "cases": [result]}
+        json_path, md_path = write_results(report, args.out, stem=args.model)
+        print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
 def _add_image_arguments(p: argparse.ArgumentParser) -> None:
     """What ``explain`` and ``report`` share: the model, the images, the target class."""
     p.add_argument("--model", required=True, help="checkpoint folder or file (vitlens, timm, HF), or a preset name")
@@ -220,6 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-strict", action="store_true", help="load what fits and warn about the rest")
     p.add_argument("--legacy-hf-names", action="store_true", help="write transformers 4.x key names (--to hf)")
     p.set_defaults(func=_cmd_convert)
+
+    from .bench import MODES, PEERS
+
+    p = sub.add_parser("bench", help="time a preset against timm, Hugging Face, torchvision (same weights)")
+    p.add_argument("--model", default="vit_small_patch16_224", help="preset name (default: vit_small_patch16_224)")
+    p.add_argument("--batch", type=int, default=8, help="images per call (default: 8)")
+    p.add_argument("--img-size", type=int, help="image size (default: the preset's)")
+    p.add_argument("--modes", action="append", default=[], help=f"comma-separated, from {', '.join(MODES)} "
+                   "(default: plain,maps_all,maps_last,train)")
+    p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from {', '.join(PEERS)} (default: all)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per contender (default: 5)")
+    p.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (bf16, flash attention)")
+    p.add_argument("--out", help="folder for <model>.json and <model>.md (default: print only)")
+    p.set_defaults(func=_cmd_bench)
 
     return parser
 
