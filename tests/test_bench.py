@@ -119,9 +119,7 @@ def test_results_are_written_as_json_and_markdown(tmp_path):
 def test_cli_bench_writes_results_and_refuses_bad_modes(tmp_path, capsys):
     from vitlens.cli import main
 
-    args = ["bench", "--model", "vit_cifar", "--batch", "2", "--repeats", "1", "--peers", ""]
-    for field, value in TINY.items():
-        args += ["--set", f"{field}={value}"]
+    args = ["bench", "--model", "vit_cifar", "--batch", "2", "--img-size", "16", "--repeats", "1", "--peers", ""]
     assert main(args + ["--modes", "plain", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "vit_cifar.json").exists() and (tmp_path / "vit_cifar.md").exists()
     assert main(args + ["--modes", "warp"]) == 2
