@@ -224,7 +224,7 @@ def timm_contender(model: VisionTransformer) -> Contender:
 
     peer = TimmViT(**timm_kwargs(model.config))
     peer.load_state_dict(model.state_dict())
-    peer = peer.to(_device_of(model)).train(model.training)
+    peer = peer.to(**_placement(model)).train(model.training)
     # AttentionExtract reads the softmax output, which only the unfused path forms: unfuse every
     # block for all maps, only the last one for last-layer maps (the other blocks stay fused).
     unfused_all, unfused_last = copy.deepcopy(peer), copy.deepcopy(peer)
@@ -254,7 +254,7 @@ def hf_contender(model: VisionTransformer) -> Contender:
 
     hf_config = HFConfig(**to_hf_config(model.config))
     state = to_hf_state_dict(model)
-    device = _device_of(model)
+    placement = _placement(model)
 
     def build(impl: str) -> nn.Module:
         m = ViTForImageClassification(hf_config)
@@ -262,7 +262,7 @@ def hf_contender(model: VisionTransformer) -> Contender:
         missing, unexpected = m.load_state_dict(state, strict=False)
         if [k for k in missing if "pooler" not in k] or unexpected:
             raise RuntimeError(f"Hugging Face key mismatch: missing {missing}, unexpected {unexpected}")
-        return m.to(device).train(model.training)
+        return m.to(**placement).train(model.training)
 
     plain, eager = build("sdpa"), build("eager")
 
@@ -301,7 +301,7 @@ def torchvision_contender(model: VisionTransformer) -> Contender:
 
     state = to_torchvision_state_dict(model)
     peer.load_state_dict(state)
-    peer = peer.to(_device_of(model)).train(model.training)
+    peer = peer.to(**_placement(model)).train(model.training)
     return Contender("torchvision", peer, plain=peer, logits=peer, note="cannot return attention maps")
 
 
@@ -326,7 +326,7 @@ def vit_pytorch_contender(model: VisionTransformer) -> Contender:
         channels=c.in_chans,
         dim_head=c.embed_dim // c.num_heads,
     )
-    peer = peer.to(_device_of(model)).train(model.training)
+    peer = peer.to(**_placement(model)).train(model.training)
     recorder = Recorder(peer)
     return Contender(
         "vit_pytorch",
@@ -364,8 +364,10 @@ def build_contenders(model: VisionTransformer, peers: Sequence[str]) -> tuple[li
     return contenders, skipped
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def _placement(model: nn.Module) -> dict[str, Any]:
+    """The device and dtype of ``model``, for moving a peer next to it."""
+    p = next(model.parameters())
+    return {"device": p.device, "dtype": p.dtype}
 
 
 def check_same_outputs(contenders: Sequence[Contender], images: Tensor, atol: float = 1e-4) -> dict[str, float]:
