@@ -116,6 +116,9 @@ def test_output_folder_holding_a_run_is_refused_unless_asked(tmp_path):
         prepare_output(out, overwrite=False)
     prepare_output(out, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["notes.md"]  # only the run's own files go
+    with pytest.raises(ValueError, match="unknown data source"):
+        train(tiny_config(tmp_path / "bad", data="nope"))
+    assert not (tmp_path / "bad").exists()  # a run that cannot start leaves nothing behind
 
 
 def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):

@@ -115,15 +115,20 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float)
     return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
 
 
-def prepare_output(out: Path, overwrite: bool) -> None:
-    """Refuse a folder that holds another run unless ``overwrite``; then clear that run's files only."""
+def refuse_existing_run(out: Path, overwrite: bool) -> list[str]:
+    """The run files already in ``out``; an error naming them unless ``overwrite``."""
     held = [name for name in RUN_FILES if (out / name).exists()]
     if held and not overwrite:
         raise FileExistsError(
             f"{out} already holds a training run ({', '.join(held)}); continue it with --resume {out}, "
             "or pass --overwrite to replace it"
         )
-    for name in held:
+    return held
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Refuse a folder that holds another run unless ``overwrite``; then clear that run's files only."""
+    for name in refuse_existing_run(out, overwrite):
         target = out / name
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     out.mkdir(parents=True, exist_ok=True)
@@ -452,10 +457,12 @@ def train(config: TrainConfig) -> TrainResult:
     world = distributed.setup(config.device)
     out = Path(config.out)
     if world.is_main:
+        refuse_existing_run(out, config.overwrite)  # early, before any data is read
+    trainer = Trainer(config, world)  # bad data or options fail here, before the folder is touched
+    if world.is_main:
         prepare_output(out, config.overwrite)
         write_json(out / RUN_CONFIG, config.to_dict())
     distributed.barrier()
-    trainer = Trainer(config, world)
     result = trainer.fit()
     return _finish(trainer, result, started)
 
