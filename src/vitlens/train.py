@@ -52,7 +52,7 @@ class TrainConfig:
     out: str = "runs/train"
     epochs: int = 60
     batch_size: int = 32  # global: split over the processes, so results do not depend on their number
-    lr: float = 1e-3
+    lr: float = 2e-3
     min_lr: float = 1e-5
     weight_decay: float = 0.05
     warmup_epochs: float = 2.0  # linear warm-up, at most a fifth of the run
