@@ -20,7 +20,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -704,16 +703,13 @@ def _markdown_row(name: str, v: dict[str, float]) -> str:
 
 def write_results(report: dict[str, Any], directory: str | Path, stem: str = "speed") -> tuple[Path, Path]:
     """Write ``<stem>.json`` and ``<stem>.md`` atomically (temp file + rename)."""
+    from .checkpoint.files import atomic_write
+
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for suffix, text in ((".json", json.dumps(report, indent=2)), (".md", to_markdown(report))):
         path = directory / f"{stem}{suffix}"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{stem}", suffix=suffix)
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for everyone to read
-        os.replace(tmp, path)
+        atomic_write(path, lambda p, text=text: Path(p).write_text(text + "\n"))
         paths.append(path)
     return paths[0], paths[1]
 

@@ -26,6 +26,13 @@ class CheckpointError(ValueError):
     """A weight file that cannot be read, or whose tensors do not fit the model it describes."""
 
 
+def _default_file_mode() -> int:
+    """The mode ``open()`` would give a new file under the current umask (e.g. 0o644)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     """Write through a temporary file in the same folder, then rename: never a half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +40,7 @@ def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _default_file_mode())  # mkstemp makes owner-only files; use the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
