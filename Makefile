@@ -34,6 +34,8 @@ $(VENV)/.bench-installed: pyproject.toml | $(VENV)/bin/python
 
 bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --system-allocator --cases tiny224,small224 --modes plain,maps_all \
+		--peers timm,hf --stem speed_system_allocator
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .

@@ -222,3 +222,16 @@ def test_compile_fullgraph_in_both_modes():
         torch.testing.assert_close(
             out.attentions[-1], model(x, return_attention=[-1]).attentions[-1], atol=1e-5, rtol=1e-5
         )
+
+
+def test_inference_and_autograd_maps_paths_agree():
+    """Without autograd the maps are filled in place; with it they come from the explicit ops."""
+    model = small("vit_tiny_patch16_224", num_heads=3, qk_norm=True).eval()
+    x = torch.randn(3, 3, *model.config.img_hw)
+    with torch.inference_mode():
+        fast = model(x, return_attention=True)
+    slow = model(x, return_attention=True)
+    assert slow.attentions[0].requires_grad and not fast.attentions[0].requires_grad
+    torch.testing.assert_close(fast.logits, slow.logits.detach(), atol=1e-5, rtol=0)
+    for a, b in zip(fast.attentions, slow.attentions):
+        torch.testing.assert_close(a, b.detach(), atol=1e-6, rtol=1e-5)

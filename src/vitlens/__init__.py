@@ -21,8 +21,9 @@ _LAZY = {
     "from_hf": "checkpoint",
     "from_torchvision": "checkpoint",
     "transforms_for": "data",
+    "tune_cpu_allocator": "allocator",
 }
-_SUBMODULES = ("explain", "plot", "report", "data", "train", "checkpoint", "seed", "hub", "bench")
+_SUBMODULES = ("allocator", "explain", "plot", "report", "data", "train", "checkpoint", "seed", "hub", "bench")
 
 
 def __getattr__(name: str) -> Any:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .allocator import allocator_info, is_tuned
 from .model import VisionTransformer, create_model
 
 PEERS = ("timm", "hf", "torchvision", "vit_pytorch")
@@ -141,6 +142,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "device": str(device),
+        "allocator": allocator_info(),
     }
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -458,6 +460,9 @@ _MEMORY_SCRIPT = r"""
 import json, sys, torch
 from vitlens.bench import CASES, BenchCase, build_contenders
 spec = json.loads(sys.argv[1])
+if spec.get("tune_allocator"):
+    from vitlens.allocator import tune_cpu_allocator
+    tune_cpu_allocator()
 case = BenchCase(**spec["case"])
 torch.manual_seed(0)
 model = case.build().eval().to(spec["device"])
@@ -499,7 +504,7 @@ def measure_memory(case: BenchCase, peer: str, mode: str, device: str = "cpu") -
     ``forward_bytes`` is the peak minus what the process held just before the forward: the
     memory the forward itself needed (activations, maps), without the interpreter and weights.
     """
-    spec = {"case": asdict(case), "peer": peer, "mode": mode, "device": device}
+    spec = {"case": asdict(case), "peer": peer, "mode": mode, "device": device, "tune_allocator": is_tuned()}
     proc = subprocess.run(
         [sys.executable, "-c", _MEMORY_SCRIPT, json.dumps(spec)], capture_output=True, text=True, check=False
     )
@@ -647,7 +652,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     out = [
         "# vitlens speed",
         "",
-        f"Machine: {m.get('cpu', m['platform'])}, {m['threads']} threads, torch {m['torch']}, device {m['device']}; "
+        f"Machine: {m.get('cpu', m['platform'])}, {m['threads']} threads, torch {m['torch']}, device {m['device']}, "
+        f"CPU allocator: {m.get('allocator', 'system default')}; "
         f"matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s ({report['dtype']}), "
         "the best of the per-case measurements in the same process.",
         f"Peers: timm {m.get('timm', '-')}, transformers {m.get('transformers', '-')}, "

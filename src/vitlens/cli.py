@@ -259,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed calls per contender (default: 5)")
     p.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (bf16, flash attention)")
     p.add_argument("--out", help="folder for <model>.json and <model>.md (default: print only)")
+    p.add_argument("--system-allocator", action="store_true",
+                   help="time with the C library's default malloc settings (see vitlens.allocator)")
     p.set_defaults(func=_cmd_bench)
 
     return parser
@@ -266,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not getattr(args, "system_allocator", False):
+        from .allocator import tune_cpu_allocator
+
+        tune_cpu_allocator()  # this process is ours: keep freed memory for the next forward
     return int(args.func(args) or 0)
 
 
