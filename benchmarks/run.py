@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS), help="results folder (default benchmarks/results)")
     parser.add_argument("--stem", default=None, help="file name stem (default speed, or speed_cuda on a GPU)")
     parser.add_argument(
-        "--system-allocator", action="store_true",
+        "--system-allocator",
+        action="store_true",
         help="keep the C library's default malloc settings instead of vitlens.tune_cpu_allocator()",
     )
     args = parser.parse_args(argv)

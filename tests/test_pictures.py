@@ -59,8 +59,24 @@ def test_explain_writes_pictures_and_numbers_that_match_vitlens_explain(tmp_path
     cat = _photo(tmp_path / "in" / "cat.png")
     _photo(tmp_path / "in" / "grey.png", mode="L", seed=1)
     out = tmp_path / "out"
-    assert main(["explain", "--model", str(model_dir), "--image", str(tmp_path / "in"), "--out", str(out),
-                 "--layer", "1", "--top-k", "3"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--model",
+                str(model_dir),
+                "--image",
+                str(tmp_path / "in"),
+                "--out",
+                str(out),
+                "--layer",
+                "1",
+                "--top-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert "explained 2 image(s)" in capsys.readouterr().out
     summary = json.loads((out / "explain.json").read_text())
     assert summary["methods"] == ["cls", "rollout", "grad-rollout", "gae"]
@@ -98,13 +114,35 @@ def test_explain_writes_pictures_and_numbers_that_match_vitlens_explain(tmp_path
 def test_methods_and_target_can_be_chosen(tmp_path, model_dir):
     _photo(tmp_path / "cat.png")
     out = tmp_path / "out"
-    assert main(["explain", "--model", str(model_dir), "--image", str(tmp_path / "cat.png"), "--out", str(out),
-                 "--method", "gae,rollout", "--method", "gae", "--target", "4"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--model",
+                str(model_dir),
+                "--image",
+                str(tmp_path / "cat.png"),
+                "--out",
+                str(out),
+                "--method",
+                "gae,rollout",
+                "--method",
+                "gae",
+                "--target",
+                "4",
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "explain.json").read_text())["images"][0]
     assert list(record["maps"]) == ["gae", "rollout"]
     assert record["target"] == {"index": 4, "label": "class 4"}
-    assert sorted(p.name for p in (out / "cat").iterdir()) == ["distance.png", "gae.png", "heads_layer2.png",
-                                                               "rollout.png"]
+    assert sorted(p.name for p in (out / "cat").iterdir()) == [
+        "distance.png",
+        "gae.png",
+        "heads_layer2.png",
+        "rollout.png",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -118,8 +156,10 @@ def test_methods_and_target_can_be_chosen(tmp_path, model_dir):
 def test_bad_options_stop_before_anything_is_written(tmp_path, model_dir, capsys, args, message):
     _photo(tmp_path / "cat.png")
     out = tmp_path / "out"
-    assert main(["explain", "--model", str(model_dir), "--image", str(tmp_path / "cat.png"), "--out", str(out),
-                 *args]) == 2
+    assert (
+        main(["explain", "--model", str(model_dir), "--image", str(tmp_path / "cat.png"), "--out", str(out), *args])
+        == 2
+    )
     assert message in capsys.readouterr().err
     assert not out.exists()
 
@@ -165,8 +205,22 @@ def test_report_command_writes_one_html_file(tmp_path, model_dir, capsys):
     assert "2 image(s)" in capsys.readouterr().out
     html = out.read_text()
     assert html.startswith("<!DOCTYPE html>") and '"name":"a.png"' in html and '"name":"b.png"' in html
-    assert main(["report", "--model", str(model_dir), "--image", str(tmp_path / "in"), "--target", "9",
-                 "--out", str(tmp_path / "x.html")]) == 2
+    assert (
+        main(
+            [
+                "report",
+                "--model",
+                str(model_dir),
+                "--image",
+                str(tmp_path / "in"),
+                "--target",
+                "9",
+                "--out",
+                str(tmp_path / "x.html"),
+            ]
+        )
+        == 2
+    )
     assert "target class 9 does not exist" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
 
@@ -180,11 +234,19 @@ def test_torchrun_with_two_processes_writes_what_one_process_writes(tmp_path, mo
         _photo(tmp_path / "in" / f"{i}.png", seed=i)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["explain", "--model", str(model_dir), "--image", str(tmp_path / "in"), "--method", "rollout,gae"]
-    single = subprocess.run([sys.executable, "-m", "vitlens", *common, "--out", str(tmp_path / "one")],
-                            capture_output=True, text=True, env=env)
+    single = subprocess.run(
+        [sys.executable, "-m", "vitlens", *common, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert single.returncode == 0, single.stderr
-    multi = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "vitlens", *common,
-                            "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env)
+    multi = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "vitlens", *common, "--out", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert multi.returncode == 0, multi.stderr
     one = {p.relative_to(tmp_path / "one"): p.read_bytes() for p in (tmp_path / "one").rglob("*") if p.is_file()}
     two = {p.relative_to(tmp_path / "two"): p.read_bytes() for p in (tmp_path / "two").rglob("*") if p.is_file()}

@@ -43,8 +43,15 @@ def test_report_embeds_every_layer_and_head_of_the_model_within_quantization(tmp
     html = path.read_text()
     meta, chunks = embedded(html)
     assert meta["model"] | {"summary": None} == {
-        "depth": 3, "heads": 2, "grid": [4, 4], "tokens": 17, "prefix": 1, "class_index": 0, "dist_index": None,
-        "register_indices": [], "summary": None,
+        "depth": 3,
+        "heads": 2,
+        "grid": [4, 4],
+        "tokens": 17,
+        "prefix": 1,
+        "class_index": 0,
+        "dist_index": None,
+        "register_indices": [],
+        "summary": None,
     }
     assert [im["name"] for im in meta["images"]] == ["a", "b"]
     assert [v["id"] for v in meta["views"]] == ["attention", "cls", "rollout", "gae", "grad-rollout"]

@@ -187,9 +187,7 @@ def test_other_images_and_views_show_their_own_data(page, report):
     before = _renders(page)
     page.select_option("#vl-image", "1")
     _wait_for_render_after(page, before)
-    np.testing.assert_allclose(
-        _shown(page), normalized(attention_chunk(meta, chunks, 1, 2)[:, 0].mean(0)), atol=1e-5
-    )
+    np.testing.assert_allclose(_shown(page), normalized(attention_chunk(meta, chunks, 1, 2)[:, 0].mean(0)), atol=1e-5)
     first = meta["images"][1]["top"][0]
     assert page.locator("#vl-top li").first.inner_text() == f"{first['label']} {first['prob']:.2f}"
     for view in ("gae", "grad-rollout"):

@@ -28,12 +28,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
         else:
             overrides = dict(_parse_override(text) for text in args.set)
             config = TrainConfig(
-                model=args.model, model_overrides=overrides, data=args.data, data_root=args.data_root,
-                strict=args.strict, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                min_lr=args.min_lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                clip_grad=args.clip_grad, label_smoothing=args.label_smoothing, augment=args.augment,
-                mixup=args.mixup, cutmix=args.cutmix, ema=args.ema, amp=args.amp, seed=args.seed,
-                workers=args.workers, device=args.device, overwrite=args.overwrite, log_every=args.log_every,
+                model=args.model,
+                model_overrides=overrides,
+                data=args.data,
+                data_root=args.data_root,
+                strict=args.strict,
+                out=args.out,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                min_lr=args.min_lr,
+                weight_decay=args.weight_decay,
+                warmup_epochs=args.warmup_epochs,
+                clip_grad=args.clip_grad,
+                label_smoothing=args.label_smoothing,
+                augment=args.augment,
+                mixup=args.mixup,
+                cutmix=args.cutmix,
+                ema=args.ema,
+                amp=args.amp,
+                seed=args.seed,
+                workers=args.workers,
+                device=args.device,
+                overwrite=args.overwrite,
+                log_every=args.log_every,
             )
             result = train(config)
     except NonFiniteLossError as e:
@@ -65,15 +83,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_checkpoint
 
     try:
-        result = evaluate_checkpoint(args.model, args.data, out=args.out, batch_size=args.batch_size,
-                                     device=args.device, data_root=args.data_root, strict=args.strict)
+        result = evaluate_checkpoint(
+            args.model,
+            args.data,
+            out=args.out,
+            batch_size=args.batch_size,
+            device=args.device,
+            data_root=args.data_root,
+            strict=args.strict,
+        )
     except (ValueError, OSError, RuntimeError) as e:
         print(f"vitlens eval: error: {e}", file=sys.stderr)
         return 2
     if result is not None:
         worst = sorted(result.per_class.items(), key=lambda kv: kv[1])[:3]
-        print(f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  on {result.count} images; weakest classes: "
-              + ", ".join(f"{name} {acc:.1%}" for name, acc in worst))
+        print(
+            f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  on {result.count} images; weakest classes: "
+            + ", ".join(f"{name} {acc:.1%}" for name, acc in worst)
+        )
     return 0
 
 
@@ -84,8 +111,15 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     overrides = {"img_size": args.img_size} if args.img_size else {}
     try:
         out = convert(
-            args.src, args.dst, args.to, legacy_hf=args.legacy_hf_names, preset=args.preset,
-            num_heads=args.num_heads, strict=not args.no_strict, pos_interp=args.pos_interp, **overrides,
+            args.src,
+            args.dst,
+            args.to,
+            legacy_hf=args.legacy_hf_names,
+            preset=args.preset,
+            num_heads=args.num_heads,
+            strict=not args.no_strict,
+            pos_interp=args.pos_interp,
+            **overrides,
         )
     except (ValueError, OSError) as e:
         print(f"vitlens convert: error: {e}", file=sys.stderr)
@@ -177,15 +211,27 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
     d = TrainConfig()  # the defaults: the vit_digits recipe
-    p = sub.add_parser("train", help="train a ViT (runs data-parallel under torchrun)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="train a ViT (runs data-parallel under torchrun)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--model", default=d.model, help="preset name")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a model config field, e.g. --set depth=6 (repeatable)")
-    p.add_argument("--data", default=d.data, help="digits, cluttered-digits, imagefolder:PATH, cifar10, cifar100, "
-                   "mnist, fashion-mnist, fake")
-    p.add_argument("--data-root", help="where torchvision data sets live (default: $VITLENS_DATA or "
-                   "~/.cache/vitlens/datasets)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a model config field, e.g. --set depth=6 (repeatable)",
+    )
+    p.add_argument(
+        "--data",
+        default=d.data,
+        help="digits, cluttered-digits, imagefolder:PATH, cifar10, cifar100, mnist, fashion-mnist, fake",
+    )
+    p.add_argument(
+        "--data-root", help="where torchvision data sets live (default: $VITLENS_DATA or ~/.cache/vitlens/datasets)"
+    )
     p.add_argument("--strict", action="store_true", help="fail on unreadable image files instead of skipping them")
     p.add_argument("--out", default=d.out, help="run folder")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
@@ -202,8 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixup", type=float, default=d.mixup, help="MixUp alpha, 0 = off")
     p.add_argument("--cutmix", type=float, default=d.cutmix, help="CutMix alpha, 0 = off")
     p.add_argument("--ema", type=float, default=d.ema, help="EMA decay per step (e.g. 0.999), 0 = off")
-    p.add_argument("--amp", default=d.amp, choices=("auto", "bf16", "none"),
-                   help="bf16 autocast; auto = on CUDA only")
+    p.add_argument("--amp", default=d.amp, choices=("auto", "bf16", "none"), help="bf16 autocast; auto = on CUDA only")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=d.workers, help="data-loader worker processes")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
@@ -222,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="overlays, head grids, distance plots and numbers for image files")
     _add_image_arguments(p)
-    p.add_argument("--method", action="append", help="cls, rollout, grad-rollout, gae; repeat or comma-separate "
-                   "(default: all)")
+    p.add_argument(
+        "--method", action="append", help="cls, rollout, grad-rollout, gae; repeat or comma-separate (default: all)"
+    )
     p.add_argument("--layer", type=int, default=-1, help="layer of the per-head grid (default: -1, the last)")
     p.add_argument("--out", required=True, help="output folder: <out>/<image>/*.png and <out>/explain.json")
     p.set_defaults(func=_cmd_explain)
@@ -236,13 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a checkpoint between vitlens, timm, Hugging Face and torchvision")
     p.add_argument("src", help="checkpoint folder or file (format detected from its keys)")
     p.add_argument("dst", help="output: a folder for vitlens/hf, a .safetensors or .pth file for timm/torchvision")
-    p.add_argument("--to", default="vitlens", choices=("vitlens", "timm", "hf", "torchvision"),
-                   help="output layout (default: vitlens)")
+    p.add_argument(
+        "--to",
+        default="vitlens",
+        choices=("vitlens", "timm", "hf", "torchvision"),
+        help="output layout (default: vitlens)",
+    )
     p.add_argument("--preset", help="timm model name supplying what the weights cannot show (heads, pooling)")
     p.add_argument("--num-heads", type=int, help="number of attention heads, when no config or name says it")
     p.add_argument("--img-size", type=int, help="resample the position embeddings to this image size")
-    p.add_argument("--pos-interp", choices=("timm", "hf", "torchvision"),
-                   help="resampling rule for --img-size (default: the source library's)")
+    p.add_argument(
+        "--pos-interp",
+        choices=("timm", "hf", "torchvision"),
+        help="resampling rule for --img-size (default: the source library's)",
+    )
     p.add_argument("--no-strict", action="store_true", help="load what fits and warn about the rest")
     p.add_argument("--legacy-hf-names", action="store_true", help="write transformers 4.x key names (--to hf)")
     p.set_defaults(func=_cmd_convert)
@@ -253,14 +306,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="vit_small_patch16_224", help="preset name (default: vit_small_patch16_224)")
     p.add_argument("--batch", type=int, default=8, help="images per call (default: 8)")
     p.add_argument("--img-size", type=int, help="image size (default: the preset's)")
-    p.add_argument("--modes", action="append", default=[], help=f"comma-separated, from {', '.join(MODES)} "
-                   "(default: plain,maps_all,maps_last,train)")
+    p.add_argument(
+        "--modes",
+        action="append",
+        default=[],
+        help=f"comma-separated, from {', '.join(MODES)} (default: plain,maps_all,maps_last,train)",
+    )
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from {', '.join(PEERS)} (default: all)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per contender (default: 5)")
     p.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (bf16, flash attention)")
     p.add_argument("--out", help="folder for <model>.json and <model>.md (default: print only)")
-    p.add_argument("--system-allocator", action="store_true",
-                   help="time with the C library's default malloc settings (see vitlens.allocator)")
+    p.add_argument(
+        "--system-allocator",
+        action="store_true",
+        help="time with the C library's default malloc settings (see vitlens.allocator)",
+    )
     p.set_defaults(func=_cmd_bench)
 
     return parser

@@ -33,8 +33,10 @@ def load_model(spec: str) -> VisionTransformer:
     from .model import create_model
 
     if not Path(spec).exists() and spec in list_models():
-        print(f"note: {spec} is a preset with random weights; pass a checkpoint to explain a trained model",
-              file=sys.stderr)
+        print(
+            f"note: {spec} is a preset with random weights; pass a checkpoint to explain a trained model",
+            file=sys.stderr,
+        )
         return create_model(spec)
     return checkpoint.load(spec)
 
@@ -172,16 +174,18 @@ def explain_files(
         result = explain_one(model, image, methods, target, layer)
         files = write_pictures(model, image, result, out / names[i], layer)
         target_index = int(result["logits"].argmax()) if target is None else target
-        records.append({
-            "index": i,
-            "image": str(paths[i]),
-            "name": names[i],
-            "top": top_predictions(model, result["logits"][None], top_k)[0],
-            "target": {"index": target_index, "label": class_name(model, target_index)},
-            "maps": {m: {"file": f"{names[i]}/{files[m]}", **map_statistics(h)} for m, h in result["maps"].items()},
-            "pictures": {k: f"{names[i]}/{v}" for k, v in files.items() if k not in result["maps"]},
-            "attention_distance": [[_round(v) for v in row] for row in result["distance"].tolist()],
-        })
+        records.append(
+            {
+                "index": i,
+                "image": str(paths[i]),
+                "name": names[i],
+                "top": top_predictions(model, result["logits"][None], top_k)[0],
+                "target": {"index": target_index, "label": class_name(model, target_index)},
+                "maps": {m: {"file": f"{names[i]}/{files[m]}", **map_statistics(h)} for m, h in result["maps"].items()},
+                "pictures": {k: f"{names[i]}/{v}" for k, v in files.items() if k not in result["maps"]},
+                "attention_distance": [[_round(v) for v in row] for row in result["distance"].tolist()],
+            }
+        )
     gathered = _gather(records, world)
     if gathered is not None:
         gathered.sort(key=lambda r: r["index"])

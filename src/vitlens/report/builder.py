@@ -42,17 +42,36 @@ class View:
 
 
 VIEWS = {
-    "attention": View("attention", "patch attention", "patch", True,
-                      "Hover over a patch to see where it attends; click to pin it (arrow keys move it), "
-                      "Esc for the class token."),
+    "attention": View(
+        "attention",
+        "patch attention",
+        "patch",
+        True,
+        "Hover over a patch to see where it attends; click to pin it (arrow keys move it), Esc for the class token.",
+    ),
     "cls": View("cls", "class token", "class", True, "Where the class token attends in the chosen layer and head."),
-    "rollout": View("rollout", "rollout", "patch", False,
-                    "Attention rollout: attention multiplied through the layers up to the chosen one "
-                    "(heads averaged, identity added). Hover or click a patch to change the query."),
-    "gae": View("gae", "GAE", "none", False,
-                "Chefer et al.'s gradient-weighted relevance for the highlighted class (all layers)."),
-    "grad-rollout": View("grad-rollout", "gradient rollout", "none", False,
-                         "Rollout with heads weighted by the gradient of the highlighted class (all layers)."),
+    "rollout": View(
+        "rollout",
+        "rollout",
+        "patch",
+        False,
+        "Attention rollout: attention multiplied through the layers up to the chosen one "
+        "(heads averaged, identity added). Hover or click a patch to change the query.",
+    ),
+    "gae": View(
+        "gae",
+        "GAE",
+        "none",
+        False,
+        "Chefer et al.'s gradient-weighted relevance for the highlighted class (all layers).",
+    ),
+    "grad-rollout": View(
+        "grad-rollout",
+        "gradient rollout",
+        "none",
+        False,
+        "Rollout with heads weighted by the gradient of the highlighted class (all layers).",
+    ),
 }
 GRADIENT_VIEWS = ("gae", "grad-rollout")
 
