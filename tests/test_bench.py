@@ -112,6 +112,7 @@ def test_results_are_written_as_json_and_markdown(tmp_path):
     json_path, md_path = bench.write_results(report, tmp_path / "out")
     assert json.loads(json_path.read_text())["cases"][0]["case"]["name"] == "tiny"
     md = md_path.read_text()
+    assert "CPU allocator: " in md
     assert "## tiny: vit_cifar, batch 2" in md and "| maps_all | ms |" in md and "| vitlens (plain) |" in md
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["speed.json", "speed.md"]
 
@@ -124,3 +125,22 @@ def test_cli_bench_writes_results_and_refuses_bad_modes(tmp_path, capsys):
     assert (tmp_path / "vit_cifar.json").exists() and (tmp_path / "vit_cifar.md").exists()
     assert main(args + ["--modes", "warp"]) == 2
     assert "unknown benchmark mode" in capsys.readouterr().err
+
+
+def test_allocator_effect_benchmark_runs_both_allocators(capsys):
+    import platform
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import allocator_effect
+
+    assert allocator_effect.main(["--model", "vit_digits", "--batch", "2", "--repeats", "1", "--rounds", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("vit_digits, batch 2, 2 threads")
+    rows = {line.split("  ")[0]: line for line in lines[2:]}
+    assert set(rows) == {"glibc defaults", "tuned"}
+    for row in rows.values():
+        assert float(row.split()[-1]) > 0  # maps speed / plain speed
+    if platform.libc_ver()[0] == "glibc":
+        assert not any("had no effect" in line for line in lines)
