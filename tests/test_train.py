@@ -230,3 +230,24 @@ def test_bf16_autocast_on_cpu_trains_with_other_numbers(tmp_path):
     b = vitlens.load(bf16.out / "last").state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)  # autocast really ran in bf16
     assert all(v.dtype == torch.float32 for v in b.values())  # the weights stay fp32
+
+
+def test_compiled_training_runs_the_compiled_forward_and_matches_eager(tmp_path, monkeypatch):
+    compiled = []
+    real_compile = torch.compile
+
+    def spy(model, *args, **kwargs):
+        compiled.append(model)
+        return real_compile(model, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    eager = train(tiny_config(tmp_path / "eager", epochs=1))
+    assert compiled == []
+    fast = train(tiny_config(tmp_path / "compiled", epochs=1, compile=True))
+    assert len(compiled) == 1 and isinstance(compiled[0], vitlens.VisionTransformer)
+    a = vitlens.load(eager.out / "last").state_dict()
+    b = vitlens.load(fast.out / "last").state_dict()  # plain key names, no compile wrapper prefix
+    assert a.keys() == b.keys()
+    for k in a:  # same run up to the compiled kernels' rounding
+        torch.testing.assert_close(b[k], a[k], atol=2e-3, rtol=1e-3)
+    assert read_state(fast.out / "last")["train_config"]["compile"] is True

@@ -47,6 +47,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 cutmix=args.cutmix,
                 ema=args.ema,
                 amp=args.amp,
+                compile=args.compile,
                 seed=args.seed,
                 workers=args.workers,
                 device=args.device,
@@ -249,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cutmix", type=float, default=d.cutmix, help="CutMix alpha, 0 = off")
     p.add_argument("--ema", type=float, default=d.ema, help="EMA decay per step (e.g. 0.999), 0 = off")
     p.add_argument("--amp", default=d.amp, choices=("auto", "bf16", "none"), help="bf16 autocast; auto = on CUDA only")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward (worth it on GPUs)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=d.workers, help="data-loader worker processes")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")

@@ -63,6 +63,7 @@ class TrainConfig:
     cutmix: float = 0.0
     ema: float = 0.0  # EMA decay per step (e.g. 0.999); 0 turns EMA off
     amp: str = "auto"  # 'bf16', 'none', or 'auto' (bf16 on CUDA, fp32 on CPU)
+    compile: bool = False  # torch.compile the training forward (and so its backward)
     seed: int = 0
     workers: int = 0
     device: str = "auto"
@@ -217,6 +218,8 @@ class Trainer:
         self.val_loader = DataLoader(shard(self.val_set, world), batch_size=max(256, self.per_rank_batch))
         self.steps_per_epoch = len(self.train_loader)
         self.ddp = self._wrap(self.model)
+        # the compiled wrapper shares the weights; checkpoints keep coming from self.model
+        self.forward = torch.compile(self.ddp) if config.compile else self.ddp
         self.optimizer = self._optimizer()
         total = config.epochs * self.steps_per_epoch
         warmup = min(total // 5, round(config.warmup_epochs * self.steps_per_epoch))  # at most a fifth of the run
@@ -343,7 +346,7 @@ class Trainer:
             if self.mixer is not None:
                 images, targets = self.mixer(images, labels)
             with autocast(self.device, self.bf16):
-                logits = self.ddp(images)
+                logits = self.forward(images)
             loss = loss_fn(logits, targets, cfg.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
