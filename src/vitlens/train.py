@@ -219,7 +219,7 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
         self.ddp = self._wrap(self.model)
         # the compiled wrapper shares the weights; checkpoints keep coming from self.model
-        self.forward = torch.compile(self.ddp) if config.compile else self.ddp
+        self.train_forward = torch.compile(self.ddp) if config.compile else self.ddp
         self.optimizer = self._optimizer()
         total = config.epochs * self.steps_per_epoch
         warmup = min(total // 5, round(config.warmup_epochs * self.steps_per_epoch))  # at most a fifth of the run
@@ -346,7 +346,7 @@ class Trainer:
             if self.mixer is not None:
                 images, targets = self.mixer(images, labels)
             with autocast(self.device, self.bf16):
-                logits = self.forward(images)
+                logits = self.train_forward(images)
             loss = loss_fn(logits, targets, cfg.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
