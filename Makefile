@@ -26,6 +26,7 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/.dev-installed
 	bash scripts/ensure-chromium.sh
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 --dist loadfile
 
 $(VENV)/.bench-installed: pyproject.toml | $(VENV)/bin/python
@@ -40,6 +41,7 @@ bench: $(VENV)/.bench-installed
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

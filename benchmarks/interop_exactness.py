@@ -23,6 +23,7 @@ import transformers
 from safetensors.torch import save_file
 
 import vitlens
+from vitlens.checkpoint import to_hf_state_dict, to_timm_state_dict, to_torchvision_state_dict
 
 
 def _max(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -48,9 +49,9 @@ def timm_rows(tmp: Path, images: torch.Tensor) -> list[tuple]:
         ours = vitlens.load(path, **load_kwargs)
         with torch.no_grad():
             logits = _max(ours(images), model(images))
-            features = _max(ours.forward_features(images)[0], model.forward_features(images))
+            features = _max(ours.forward_features(images), model.forward_features(images))
         label = name + (" (avg pool)" if kwargs.get("global_pool") == "avg" else "")
-        rows.append(("timm", label, logits, features, None, _same(ours.to_timm_state_dict(), model.state_dict())))
+        rows.append(("timm", label, logits, features, None, _same(to_timm_state_dict(ours), model.state_dict())))
     return rows
 
 
@@ -71,7 +72,7 @@ def hf_rows(tmp: Path, images: torch.Tensor) -> list[tuple]:
             features = _max(mine.features, theirs.last_hidden_state)
         else:
             logits, features = _max(mine.logits, theirs.logits), None
-            back = _same(ours.to_hf_state_dict(), model.state_dict())
+            back = _same(to_hf_state_dict(ours), model.state_dict())
         rows.append(("Hugging Face", f"{cls.__name__} (ViT-B/16)", logits, features, maps, back))
     return rows
 
@@ -87,7 +88,7 @@ def torchvision_rows(tmp: Path, images: torch.Tensor) -> list[tuple]:
     ours = vitlens.load(path)
     with torch.no_grad():
         logits = _max(ours(images), model(images))
-    back = _same(ours.to_torchvision_state_dict(), model.state_dict())
+    back = _same(to_torchvision_state_dict(ours), model.state_dict())
     return [("torchvision", "vit_b_16", logits, None, None, back)]
 
 

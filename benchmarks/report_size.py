@@ -40,7 +40,7 @@ def build(path: Path) -> dict:
     model = vitlens.create_model("vit_base_patch16_224").eval()
     images = photos()
     start = time.perf_counter()
-    vitlens.report.build(model, images, path, names=["chelsea", "astronaut", "coffee", "rocket"])
+    vitlens.viz.report.build(model, images, path, names=["chelsea", "astronaut", "coffee", "rocket"])
     seconds = time.perf_counter() - start
     depth, heads, tokens, patches = 12, 12, 197, 196
     raw_per_image = depth * heads * tokens * (patches + 4) + depth * tokens * (patches + 4)

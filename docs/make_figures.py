@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from vitlens import explain, plot
+from vitlens import explain
+from vitlens.viz import plot
 
 HERE = Path(__file__).resolve().parent
 IMAGES = HERE / "images"

@@ -12,5 +12,5 @@ model = vitlens.create_model("vit_small_patch16_224").eval()  # or vitlens.load(
 photos = [Image.fromarray(data.chelsea()), Image.fromarray(data.astronaut()), Image.fromarray(data.coffee())]
 
 # PIL images get the model's own pre-processing; names label the image selector
-path = vitlens.report.build(model, photos, "attention_explorer.html", names=["chelsea", "astronaut", "coffee"])
+path = vitlens.viz.report.build(model, photos, "attention_explorer.html", names=["chelsea", "astronaut", "coffee"])
 print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): hover over the image, move the layer slider")

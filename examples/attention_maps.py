@@ -18,5 +18,5 @@ with torch.no_grad():
 layout = model.token_layout(image)  # where the class token sits, and the patch grid (14, 14)
 maps = out.attentions[-1][0, :, layout.class_index, layout.patch_slice]  # (heads, 196)
 maps = maps.reshape(-1, *layout.grid)  # (heads, 14, 14)
-vitlens.plot.head_grid(maps, image[0], path="attention_heads.png", title="class token -> patches, last layer")
+vitlens.viz.head_grid(maps, image[0], path="attention_heads.png", title="class token -> patches, last layer")
 print("wrote attention_heads.png; top class:", out.logits.argmax(-1).item())

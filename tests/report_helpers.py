@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import vitlens
-from vitlens.report.encode import dequantize_rows, unpack_rows
+from vitlens.viz.report.encode import dequantize_rows, unpack_rows
 
 
 def peaked_model(**overrides) -> vitlens.VisionTransformer:

@@ -69,8 +69,9 @@ def test_tuned_allocator_keeps_freed_memory_for_the_next_forward():
     assert tuned["info"] == "glibc, mmap threshold 32 MiB, trim threshold 1024 MiB"
     # glibc's defaults map a 20 MiB block on its own and unmap it on free ...
     assert default["mmapped_for_block"] >= 20 * MIB, default
-    # ... tuned, it comes from the heap, which keeps it after the free
-    assert tuned["mmapped_for_block"] == 0 and tuned["heap_kept"] >= 20 * MIB, tuned
+    # ... tuned, it comes from the heap, which keeps it after the free (the heap grew by the block,
+    # less whatever free space it already had: a few KiB to spare after importing vitlens)
+    assert tuned["mmapped_for_block"] == 0 and tuned["heap_kept"] >= 19 * MIB, tuned
     # so a forward's 12 x 4 MiB (12288 pages) reuse pages instead of faulting them in again
     assert tuned["faults"] < 1000, tuned
 

@@ -9,6 +9,9 @@ import torch
 
 from vitlens import bench
 from vitlens.bench import BenchCase
+from vitlens.bench.memory import measure_memory
+from vitlens.bench.modes import mode_functions
+from vitlens.bench.timing import native_bf16
 
 TINY = dict(img_size=16, depth=1, embed_dim=48, num_heads=3, mlp_dim=64)
 
@@ -58,7 +61,7 @@ def test_run_case_every_mode_and_peer_with_the_same_weights():
     assert set(rows["train"]) == expected_plain
     assert {"vitlens", "vitlens (plain)", "timm", "hf"} <= set(rows["maps_all"])
     assert "torchvision" not in rows["maps_all"]  # it cannot return maps
-    if bench.native_bf16(torch.device("cpu")):
+    if native_bf16(torch.device("cpu")):
         assert set(rows["plain_bf16"]) == {"vitlens bf16", "vitlens fp32", "timm bf16"}
     else:  # emulated bf16 would only measure the emulation
         assert set(result["skipped_modes"]) == {"plain_bf16", "train_bf16"} and "plain_bf16" not in rows
@@ -89,10 +92,10 @@ def test_compiled_training_mode_adds_a_compiled_contender():
     model = tiny_case().build()
     contenders, _ = bench.build_contenders(model, ["timm"])
     seen = []
-    fns = bench.mode_functions("train_compile", contenders, torch.randn(2, 3, 16, 16),
+    fns = mode_functions("train_compile", contenders, torch.randn(2, 3, 16, 16),
                                compile_fn=lambda m: seen.append(m) or m)  # fmt: skip
     assert set(fns) == {"vitlens", "vitlens compiled", "timm"} and seen == [model]
-    bf16 = bench.mode_functions("train_bf16", contenders, torch.randn(2, 3, 16, 16))
+    bf16 = mode_functions("train_bf16", contenders, torch.randn(2, 3, 16, 16))
     assert set(bf16) == {"vitlens bf16", "vitlens fp32", "timm bf16"}
     before = model.head.weight.detach().clone()
     fns["vitlens compiled"]()
@@ -100,7 +103,7 @@ def test_compiled_training_mode_adds_a_compiled_contender():
 
 
 def test_memory_is_measured_in_a_subprocess():
-    row = bench.measure_memory(tiny_case(("memory",)), "vitlens", "maps_last")
+    row = measure_memory(tiny_case(("memory",)), "vitlens", "maps_last")
     assert row["peak_bytes"] > 10 * 2**20 and row["forward_bytes"] >= 0
 
 
@@ -118,7 +121,7 @@ def test_results_are_written_as_json_and_markdown(tmp_path):
 
 
 def test_cli_bench_writes_results_and_refuses_bad_modes(tmp_path, capsys):
-    from vitlens.cli import main
+    from vitlens.commands.main import main
 
     args = ["bench", "--model", "vit_cifar", "--batch", "2", "--img-size", "16", "--repeats", "1", "--peers", ""]
     assert main(args + ["--modes", "plain", "--out", str(tmp_path)]) == 0

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import vitlens
-from vitlens.checkpoint import CheckpointError, load, save_pretrained
-from vitlens.cli import main as cli_main
+from vitlens.checkpoint import CheckpointError, load, save_pretrained, to_hf_state_dict
+from vitlens.commands.main import main as cli_main
 
 from .conftest import small
 
@@ -43,7 +43,7 @@ def test_save_then_load_is_bit_exact(tmp_path, name):
 
 def test_the_safetensors_file_alone_carries_its_config(tmp_path):
     model = small("vit_cifar", labels=[f"c{i}" for i in range(10)]).eval()
-    model.save_pretrained(tmp_path / "m")
+    save_pretrained(model, tmp_path / "m")
     (tmp_path / "m" / "config.json").unlink()
     back = load(tmp_path / "m" / "model.safetensors")
     assert back.config.labels == [f"c{i}" for i in range(10)]
@@ -52,11 +52,11 @@ def test_the_safetensors_file_alone_carries_its_config(tmp_path):
 
 def test_img_size_override_resamples_positions_with_the_chosen_rule(tmp_path):
     model = small("vit_tiny_patch16_224").eval()  # 64 px, 4x4 grid
-    model.save_pretrained(tmp_path / "m")
+    save_pretrained(model, tmp_path / "m")
     for method in ("timm", "hf", "torchvision"):
         bigger = load(tmp_path / "m", img_size=96, pos_interp=method)
         assert bigger.config.img_size == 96 and bigger.config.pos_embed_interp == method
-        want = vitlens.model.resample_pos_embed(model.pos_embed[:, 1:].detach(), (4, 4), (6, 6), method)
+        want = vitlens.layers.resample_pos_embed(model.pos_embed[:, 1:].detach(), (4, 4), (6, 6), method)
         assert torch.equal(bigger.pos_embed[:, 1:], want)
         assert torch.equal(bigger.pos_embed[:, :1], model.pos_embed[:, :1])
         # the model resampled once at load time gives what the original gives when resampling at forward time
@@ -116,7 +116,7 @@ def test_a_pickle_with_code_is_refused_and_never_run(tmp_path):
 
 def test_truncated_or_corrupt_files_name_the_file(tmp_path):
     model = small("vit_tiny_patch16_224")
-    model.save_pretrained(tmp_path / "m")
+    save_pretrained(model, tmp_path / "m")
     weights = tmp_path / "m" / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
@@ -147,7 +147,7 @@ def test_a_non_vit_state_dict_is_named_as_such(tmp_path):
 
 def test_mismatched_shapes_and_missing_keys_are_listed(tmp_path):
     model = small("vit_tiny_patch16_224")
-    model.save_pretrained(tmp_path / "m")
+    save_pretrained(model, tmp_path / "m")
     state = model.state_dict()
     config_meta = {"config": model.config.to_json()}
     bad = dict(state, **{"blocks.1.mlp.fc2.weight": torch.zeros(192, 10)})
@@ -172,17 +172,18 @@ def test_mismatched_shapes_and_missing_keys_are_listed(tmp_path):
     assert torch.equal(partial.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
 
 
-def test_a_new_head_with_strict_false_keeps_the_backbone(tmp_path):
+def test_another_num_classes_keeps_the_backbone_and_starts_a_new_head(tmp_path):
     model = small("vit_tiny_patch16_224")
-    model.save_pretrained(tmp_path / "m")
-    with pytest.raises(CheckpointError, match=r"head\.weight \(1000, 192\) in the file vs \(7, 192\)"):
-        load(tmp_path / "m", num_classes=7)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        tuned = load(tmp_path / "m", num_classes=7, strict=False)
-    assert any("head.weight" in str(w.message) for w in caught)
-    assert tuned.head.out_features == 7
+    save_pretrained(model, tmp_path / "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a new head is asked for, not a mismatch to warn about
+        tuned = load(tmp_path / "m", num_classes=7)
+    assert tuned.head.out_features == 7 and tuned.config.num_classes == 7 and tuned.config.labels is None
     assert torch.equal(tuned.blocks[1].mlp.fc1.weight, model.blocks[1].mlp.fc1.weight)
+    assert torch.equal(tuned.pos_embed, model.pos_embed)
+    assert not torch.equal(tuned.head.weight[:7], model.head.weight[:7])  # freshly initialised
+    same = load(tmp_path / "m", num_classes=model.config.num_classes)  # the stored head when it fits
+    assert torch.equal(same.head.weight, model.head.weight)
 
 
 def test_missing_paths_are_clear(tmp_path):
@@ -194,14 +195,14 @@ def test_missing_paths_are_clear(tmp_path):
 
 
 def test_unknown_pos_interp_is_rejected(tmp_path):
-    small("vit_tiny_patch16_224").save_pretrained(tmp_path / "m")
+    save_pretrained(small("vit_tiny_patch16_224"), tmp_path / "m")
     with pytest.raises(ValueError, match="pos_interp must be one of"):
         load(tmp_path / "m", img_size=96, pos_interp="bilinear")
 
 
 def test_cli_convert_to_timm_file_and_back(tmp_path, capsys):
     model = small("vit_small_patch14_reg4_dinov2").eval()
-    model.save_pretrained(tmp_path / "m")
+    save_pretrained(model, tmp_path / "m")
     dst = tmp_path / "vit_small_patch14_reg4_dinov2.safetensors"
     assert cli_main(["convert", str(tmp_path / "m"), str(dst), "--to", "timm"]) == 0
     assert "wrote" in capsys.readouterr().out
@@ -222,7 +223,7 @@ def test_hugging_face_layouts_without_transformers(tmp_path):
     assert torch.equal(back(x), model(x))
     assert back.config.pos_embed_interp == "hf" and back.config.labels is None  # placeholders dropped
     # a layer that lost its key projection
-    state = model.to_hf_state_dict()
+    state = to_hf_state_dict(model)
     del state["vit.layers.1.attention.k_proj.weight"]
     save_file(state, str(tmp_path / "hf" / "model.safetensors"))
     with pytest.raises(CheckpointError, match=r"hf/model\.safetensors: missing key.*k projection weight of layer 1"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import vitlens
-from vitlens.checkpoint import export, timm_kwargs
+from vitlens.checkpoint import export, timm_kwargs, to_hf_state_dict, to_timm_state_dict, to_torchvision_state_dict
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -97,7 +97,7 @@ def test_from_timm_and_back_are_bit_exact(case):
     x = torch.randn(2, 3, *model.patch_embed.img_size)
     with torch.no_grad():
         _close(ours(x), model(x))
-    state = ours.to_timm_state_dict()
+    state = to_timm_state_dict(ours)
     _same_state(state, model.state_dict())
     again = vitlens.from_timm(_timm_model(case).requires_grad_(False))
     again.load_state_dict(state)
@@ -109,7 +109,7 @@ def test_vitlens_to_timm_to_vitlens_is_bit_exact():
     from timm.models.vision_transformer import VisionTransformer as TimmViT
 
     peer = TimmViT(**timm_kwargs(ours.config)).eval()
-    peer.load_state_dict(ours.to_timm_state_dict())
+    peer.load_state_dict(to_timm_state_dict(ours))
     back = vitlens.from_timm(peer)
     _same_state(back.state_dict(), ours.state_dict())
     x = torch.randn(2, 3, 28, 28)
@@ -230,7 +230,7 @@ def test_hf_in_memory_both_ways_and_resize_follows_hf(tmp_path):
     export(ours, tmp_path / "hf", "hf")
     again = transformers.ViTForImageClassification.from_pretrained(tmp_path / "hf", attn_implementation="eager")
     _hf_maps_match(ours, again.eval(), x)
-    _same_state(ours.to_hf_state_dict(), {k: v for k, v in hf.state_dict().items()})
+    _same_state(to_hf_state_dict(ours), {k: v for k, v in hf.state_dict().items()})
     # a new image size: positions resampled once at load time with HF's rule = HF's interpolate_pos_encoding
     big = vitlens.load(tmp_path / "hf", img_size=48)
     x48 = torch.randn(2, 3, 48, 48)
@@ -284,7 +284,7 @@ def test_torchvision_in_memory_both_ways_and_resize_follows_torchvision():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         _close(ours(x), tv(x))
-    back = ours.to_torchvision_state_dict()
+    back = to_torchvision_state_dict(ours)
     _same_state(back, tv.state_dict())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -300,12 +300,12 @@ def test_export_refuses_what_the_target_cannot_hold(tmp_path):
     ):
         export(ours, tmp_path / "hf", "hf")
     with pytest.raises(ValueError, match="torchvision VisionTransformer cannot hold.*register tokens"):
-        ours.to_torchvision_state_dict()
+        to_torchvision_state_dict(ours)
     assert not (tmp_path / "hf").exists()
 
 
 def test_cli_converts_a_torchvision_file_into_a_folder_transformers_opens(tmp_path):
-    from vitlens.cli import main
+    from vitlens.commands.main import main
 
     tv = _tv_model()
     torch.save(tv.state_dict(), tmp_path / "vit_b_16-c0ffee12.pth")
@@ -327,3 +327,61 @@ def test_a_timm_name_that_is_no_preset_is_read_from_timm_itself(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         _close(ours(x), model(x))
+
+
+# ------------------------------------------------------------------------ timm's method names
+@pytest.mark.parametrize("case", ["vit_small_patch14_reg4_dinov2", "deit_tiny_distilled_patch16_224"])
+def test_forward_features_and_head_mean_what_they_mean_in_timm(case):
+    model = _timm_model(case)
+    ours = vitlens.from_timm(model)
+    x = torch.randn(2, 3, *model.patch_embed.img_size)
+    with torch.no_grad():
+        tokens = ours.forward_features(x)
+        assert tokens.shape == (2, ours.token_layout(x).num_tokens, ours.config.embed_dim)
+        _close(tokens, model.forward_features(x))
+        _close(
+            ours.forward_head(tokens, pre_logits=True), model.forward_head(model.forward_features(x), pre_logits=True)
+        )
+        _close(ours.forward_head(tokens), model(x))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"indices": 1},
+        {"indices": [0, -1], "norm": True},
+        {"indices": [0], "output_fmt": "NLC", "return_prefix_tokens": True},
+        {"indices": 2, "intermediates_only": True, "return_prefix_tokens": True},
+        {"indices": [0], "stop_early": True},
+    ],
+)
+def test_forward_intermediates_equals_timms(kwargs):
+    # registers (prefix tokens are split off) and a non-square grid
+    model = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, depth=2, img_size=(56, 42)).eval()
+    ours = vitlens.from_timm(model)
+    x = torch.randn(2, 3, 56, 42)
+    with torch.no_grad():
+        got, want = ours.forward_intermediates(x, **kwargs), model.forward_intermediates(x, **kwargs)
+    if not kwargs.get("intermediates_only"):
+        _close(got[0], want[0])
+        got, want = got[1], want[1]
+    assert len(got) == len(want)
+    for mine, theirs in zip(got, want):
+        pairs = zip(mine, theirs) if isinstance(mine, tuple) else [(mine, theirs)]
+        for a, b in pairs:
+            assert a.shape == b.shape
+            _close(a, b)
+    if kwargs.get("output_fmt", "NCHW") == "NCHW" and not kwargs.get("return_prefix_tokens"):
+        assert got[0].shape == (2, ours.config.embed_dim, 4, 3)
+
+
+def test_forward_intermediates_refuses_bad_arguments():
+    ours = vitlens.from_timm(_timm_model("vit_tiny_patch16_224"))
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.raises(ValueError, match="out of range for a 2-block model"):
+        ours.forward_intermediates(x, indices=[2])
+    with pytest.raises(ValueError, match=r"last-n \(3\) is out of range"):
+        ours.forward_intermediates(x, indices=3)
+    with pytest.raises(ValueError, match="output_fmt must be 'NCHW' or 'NLC'"):
+        ours.forward_intermediates(x, output_fmt="NHWC")

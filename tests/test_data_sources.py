@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import vitlens
-from vitlens.data.augment import BatchAffine, MatchChannels, build_transform
+from vitlens.data.augment import BatchAffine, train_transform
 from vitlens.data.sources import build_dataset, open_source
+from vitlens.data.transforms import MatchChannels
 
 pytest.importorskip("torchvision")
 pytest.importorskip("sklearn")
@@ -121,7 +122,7 @@ def test_unknown_source_and_bad_augmentation_are_explained():
     with pytest.raises(ValueError, match="unknown data source 'digit'.*digits"):
         open_source("digit", "train")
     with pytest.raises(ValueError, match="unknown augmentation"):
-        build_transform(cfg, train=True, augment="mixup")
+        train_transform(cfg, augment="mixup")
     with pytest.raises(ValueError, match="split must be"):
         open_source("digits", "validation")
 
@@ -164,5 +165,5 @@ def test_cluttered_digits_source_is_model_ready():
 def test_whole_set_transform_equals_per_image_transform():
     cfg = vitlens.get_config("vit_cifar", img_size=16)  # grey 8x8 digits -> RGB 16x16
     cached = build_dataset("digits", "test", cfg)
-    base, transform = open_source("digits", "test"), build_transform(cfg)
+    base, transform = open_source("digits", "test"), vitlens.transforms_for(cfg)
     assert torch.equal(cached.images[:20], torch.stack([transform(base[i][0]) for i in range(20)]))

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import vitlens
-from vitlens import hub
+from vitlens.checkpoint import hub, labels
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -188,10 +188,10 @@ def test_imagenet_names_are_timms():
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
-    assert [s for s, _ in hub.imagenet1k_labels()] == list(info.label_names())
-    assert hub.imagenet_labels(1000) == info.label_descriptions()
-    assert hub.imagenet_labels(1000)[281] == "tabby, tabby cat"
-    assert len(hub.imagenet_labels(21843)) == 21843 and hub.imagenet_labels(10) is None
+    assert [s for s, _ in labels.imagenet1k_labels()] == list(info.label_names())
+    assert labels.imagenet_labels(1000) == info.label_descriptions()
+    assert labels.imagenet_labels(1000)[281] == "tabby, tabby cat"
+    assert len(labels.imagenet_labels(21843)) == 21843 and labels.imagenet_labels(10) is None
 
 
 def test_timm_weights_by_name_match_timm(offline, chelsea):
@@ -293,7 +293,7 @@ def test_explain_and_report_show_the_repository_labels_and_preprocessing(offline
 
     from timm.data import create_transform, resolve_data_config
 
-    from vitlens.cli import main
+    from vitlens.commands.main import main
 
     _, staging, made = offline
     chelsea.save(tmp_path / "chelsea.png")
@@ -305,7 +305,7 @@ def test_explain_and_report_show_the_repository_labels_and_preprocessing(offline
     else:
         name, reference = f"timm/{TIMM_NAME}", made["timm"]
         pixels = create_transform(**resolve_data_config(model=reference))(chelsea)[None]
-        names, crop_mode = hub.imagenet_labels(1000), "center"
+        names, crop_mode = labels.imagenet_labels(1000), "center"
     argv = ["explain", "--model", name, "--image", str(tmp_path / "chelsea.png"), "--method", "cls"]
     assert main([*argv, "--out", str(tmp_path / "out"), "--top-k", "3"]) == 0
     summary = json.loads((tmp_path / "out" / "explain.json").read_text())

@@ -139,7 +139,7 @@ def test_position_embeddings_resample_to_other_and_non_square_sizes(name):
         # Forcing the resampling code at the native grid must be the identity.
         pos = model.pos_embed
         n = 0 if model.config.no_embed_class else model.num_prefix_tokens
-        same = vitlens.model.resample_pos_embed(pos[:, n:], (4, 4), (4, 4))
+        same = vitlens.layers.resample_pos_embed(pos[:, n:], (4, 4), (4, 4))
         torch.testing.assert_close(same, pos[:, n:], atol=0, rtol=0)
         other = model(torch.randn(2, 3, 6 * p, 3 * p), return_attention=[-1])
     assert native.shape == other.logits.shape
@@ -150,9 +150,9 @@ def test_position_embeddings_resample_to_other_and_non_square_sizes(name):
 @pytest.mark.parametrize("method", ["timm", "hf", "torchvision"])
 def test_resampling_methods_keep_shape_and_differ(method):
     pos = torch.randn(1, 16, 8)
-    out = vitlens.model.resample_pos_embed(pos, (4, 4), (6, 5), method)
+    out = vitlens.layers.resample_pos_embed(pos, (4, 4), (6, 5), method)
     assert out.shape == (1, 30, 8)
-    ref = vitlens.model.resample_pos_embed(pos, (4, 4), (6, 5), "timm")
+    ref = vitlens.layers.resample_pos_embed(pos, (4, 4), (6, 5), "timm")
     assert method == "timm" or not torch.allclose(out, ref)
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import vitlens
-from vitlens.cli import main
+from vitlens.commands.main import main
 from vitlens.data.files import collect_image_paths, unique_stems
 
 from .report_helpers import peaked_model
@@ -35,7 +35,7 @@ def _photo(path: Path, size=(40, 52), mode="RGB", seed=0) -> Path:
 @pytest.fixture
 def model_dir(tmp_path):
     model = peaked_model(image_mean=(0.4, 0.45, 0.5), image_std=(0.2, 0.25, 0.3), crop_pct=0.9)
-    return model.save_pretrained(tmp_path / "model")
+    return vitlens.save_pretrained(model, tmp_path / "model")
 
 
 def test_images_come_from_files_folders_and_globs_in_a_stable_order(tmp_path):
@@ -165,7 +165,7 @@ def test_bad_options_stop_before_anything_is_written(tmp_path, model_dir, capsys
 
 
 def test_methods_a_model_cannot_explain_are_refused_up_front(tmp_path):
-    from vitlens.pictures import explain_files
+    from vitlens.commands.explain import explain_files
 
     _photo(tmp_path / "cat.png")
     pooled = peaked_model(class_token=False, global_pool="avg")

@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("matplotlib")
 pytest.importorskip("PIL")
 
-from vitlens import plot  # noqa: E402
+from vitlens.viz import plot  # noqa: E402
 
 
 def test_overlay_puts_the_hot_colour_where_the_map_is_high():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import vitlens
-from vitlens.report.encode import dequantize_rows, pack_rows, quantize_rows, unpack_rows
+from vitlens.viz.report.encode import dequantize_rows, pack_rows, quantize_rows, unpack_rows
 
 from .report_helpers import attention_chunk, embedded, peaked_model
 
@@ -39,7 +39,7 @@ def test_pack_and_unpack_round_trip_and_reject_a_wrong_shape():
 def test_report_embeds_every_layer_and_head_of_the_model_within_quantization(tmp_path):
     model = peaked_model()
     images = torch.randn(2, 3, 32, 32)
-    path = vitlens.report.build(model, images, tmp_path / "r.html", names=["a", "b"])
+    path = vitlens.viz.report.build(model, images, tmp_path / "r.html", names=["a", "b"])
     html = path.read_text()
     meta, chunks = embedded(html)
     assert meta["model"] | {"summary": None} == {
@@ -76,7 +76,7 @@ def test_report_embeds_every_layer_and_head_of_the_model_within_quantization(tmp
 def test_explanation_views_match_vitlens_explain(tmp_path):
     model = peaked_model()
     images = torch.randn(1, 3, 32, 32)
-    meta, chunks = embedded(vitlens.report.render(model, images, target=3).html)
+    meta, chunks = embedded(vitlens.viz.report.render(model, images, target=3).html)
     record = meta["images"][0]
     assert record["target"] == {"index": 3, "label": "class 3"}
     gae = vitlens.explain.gae(model, images, target=3)[0].flatten()
@@ -95,7 +95,7 @@ def test_explanation_views_match_vitlens_explain(tmp_path):
 
 def test_names_cannot_break_out_of_the_embedded_data():
     images = torch.randn(1, 3, 32, 32)
-    html = vitlens.report.render(peaked_model(), images, names=["</script><!--x"], gradients=False).html
+    html = vitlens.viz.report.render(peaked_model(), images, names=["</script><!--x"], gradients=False).html
     meta, _ = embedded(html)
     assert meta["images"][0]["name"] == "</script><!--x"
     assert "</script><!--x" not in html
@@ -103,7 +103,7 @@ def test_names_cannot_break_out_of_the_embedded_data():
 
 def test_labels_from_the_config_name_the_predictions():
     model = peaked_model(labels=["cat", "dog", "fox", "owl", "eel"])
-    meta, _ = embedded(vitlens.report.render(model, torch.randn(1, 3, 32, 32), gradients=False).html)
+    meta, _ = embedded(vitlens.viz.report.render(model, torch.randn(1, 3, 32, 32), gradients=False).html)
     top = meta["images"][0]["top"]
     assert {t["label"] for t in top} == {"cat", "dog", "fox", "owl", "eel"}
     assert [v["id"] for v in meta["views"]] == ["attention", "cls", "rollout"]
@@ -111,7 +111,7 @@ def test_labels_from_the_config_name_the_predictions():
 
 def test_a_model_without_class_token_has_no_class_token_view():
     model = peaked_model(class_token=False, global_pool="avg", reg_tokens=2)
-    meta, chunks = embedded(vitlens.report.render(model, torch.randn(1, 3, 32, 32), gradients=False).html)
+    meta, chunks = embedded(vitlens.viz.report.render(model, torch.randn(1, 3, 32, 32), gradients=False).html)
     assert meta["model"]["class_index"] is None and meta["model"]["register_indices"] == [0, 1]
     assert "cls" not in [v["id"] for v in meta["views"]]
     assert attention_chunk(meta, chunks, 0, 2).shape == (2, 18, 16)
@@ -123,7 +123,7 @@ def test_image_files_get_the_models_own_preprocessing(tmp_path):
     model = peaked_model(image_mean=(0.2, 0.3, 0.4), image_std=(0.1, 0.2, 0.3), crop_pct=0.875)
     picture = Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8))
     picture.save(tmp_path / "cat.png")
-    meta, chunks = embedded(vitlens.report.render(model, [tmp_path / "cat.png"]).html)
+    meta, chunks = embedded(vitlens.viz.report.render(model, [tmp_path / "cat.png"]).html)
     x = vitlens.transforms_for(model)(picture)[None]
     with torch.no_grad():
         out = model(x, return_attention=True)
@@ -132,7 +132,7 @@ def test_image_files_get_the_models_own_preprocessing(tmp_path):
 
 
 def test_jupyter_shows_the_report_in_a_sandboxed_frame():
-    report = vitlens.report.render(peaked_model(), torch.randn(1, 3, 32, 32), gradients=False)
+    report = vitlens.viz.report.render(peaked_model(), torch.randn(1, 3, 32, 32), gradients=False)
     shown = report._repr_html_()
     assert shown.startswith("<iframe srcdoc=") and 'sandbox="allow-scripts"' in shown
     assert "<script" not in shown  # the page is escaped inside the attribute, not run in the notebook
@@ -142,29 +142,31 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(tmp_path)
     model = peaked_model()
     good = torch.randn(1, 3, 32, 32)
     with pytest.raises(ValueError, match=r"target class 7 does not exist: the model has 5 classes \(0\.\.4\)"):
-        vitlens.report.build(model, good, tmp_path / "a.html", target=7)
+        vitlens.viz.report.build(model, good, tmp_path / "a.html", target=7)
     with pytest.raises(ValueError, match=r"expected images of shape \(batch, 3, height, width\).*got \(1, 1, 32, 32\)"):
-        vitlens.report.build(model, torch.randn(1, 1, 32, 32), tmp_path / "a.html")
+        vitlens.viz.report.build(model, torch.randn(1, 1, 32, 32), tmp_path / "a.html")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(ValueError, match="cannot read .*broken.png as an image"):
-        vitlens.report.build(model, [tmp_path / "broken.png"], tmp_path / "a.html")
+        vitlens.viz.report.build(model, [tmp_path / "broken.png"], tmp_path / "a.html")
     from PIL import Image
 
     Image.fromarray(np.zeros((8, 8), dtype=np.uint16)).save(tmp_path / "deep.png")  # 16-bit grey
     with pytest.raises(ValueError, match="deep.png has image mode 'I.*'; vitlens reads 8-bit images"):
-        vitlens.report.build(model, [tmp_path / "deep.png"], tmp_path / "a.html")
+        vitlens.viz.report.build(model, [tmp_path / "deep.png"], tmp_path / "a.html")
     with pytest.raises(IsADirectoryError, match="it is a folder"):
-        vitlens.report.build(model, good, tmp_path)
+        vitlens.viz.report.build(model, good, tmp_path)
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError, match="cannot write the report to .*file is a file, not a folder"):
-        vitlens.report.build(model, torch.randn(1, 1, 32, 32), tmp_path / "file" / "sub" / "r.html")  # checked first
+        vitlens.viz.report.build(
+            model, torch.randn(1, 1, 32, 32), tmp_path / "file" / "sub" / "r.html"
+        )  # checked first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png", "deep.png", "file"]
 
 
 def test_an_existing_report_is_replaced_whole(tmp_path):
     path = tmp_path / "r.html"
     path.write_text("old")
-    vitlens.report.build(peaked_model(), torch.randn(1, 3, 32, 32), path, gradients=False)
+    vitlens.viz.report.build(peaked_model(), torch.randn(1, 3, 32, 32), path, gradients=False)
     assert path.read_text().startswith("<!DOCTYPE html>")
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
 
@@ -174,7 +176,7 @@ def test_the_report_file_gets_the_usual_permissions(tmp_path):
 
     mask = os.umask(0o027)
     try:
-        path = vitlens.report.build(peaked_model(), torch.randn(1, 3, 32, 32), tmp_path / "r.html", gradients=False)
+        path = vitlens.viz.report.build(peaked_model(), torch.randn(1, 3, 32, 32), tmp_path / "r.html", gradients=False)
     finally:
         os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o640
@@ -182,9 +184,9 @@ def test_the_report_file_gets_the_usual_permissions(tmp_path):
 
 def test_the_demo_writes_an_explorer_for_four_test_digits(tmp_path):
     pytest.importorskip("sklearn")
-    from vitlens.demo import explorer
+    from vitlens.commands.demo import explorer
 
-    model_dir = vitlens.create_model("vit_digits").save_pretrained(tmp_path / "last")
+    model_dir = vitlens.save_pretrained(vitlens.create_model("vit_digits"), tmp_path / "last")
     path = explorer(model_dir, tmp_path / "report.html")
     meta, chunks = embedded(path.read_text())
     assert [im["name"] for im in meta["images"]] == ["digit 0", "digit 1", "digit 2", "digit 3"]

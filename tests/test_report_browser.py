@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import vitlens
-from vitlens.report.encode import dequantize_rows, unpack_rows
+from vitlens.viz.report.encode import dequantize_rows, unpack_rows
 
 from .report_helpers import attention_chunk, embedded, normalized, peaked_model
 
@@ -49,7 +49,7 @@ def report(tmp_path_factory):
     torch.manual_seed(0)
     model = peaked_model()
     images = torch.randn(2, 3, 32, 32)
-    path = vitlens.report.build(model, images, tmp_path_factory.mktemp("report") / "report.html", target=2)
+    path = vitlens.viz.report.build(model, images, tmp_path_factory.mktemp("report") / "report.html", target=2)
     with torch.no_grad():
         out = model(images, return_attention=True)
     html = path.read_text()
@@ -210,7 +210,7 @@ def test_small_probabilities_keep_two_significant_digits(browser):
     model = peaked_model(num_classes=1000)
     with torch.no_grad():
         model.head.weight.zero_()  # every class equally likely: 0.001 each
-    report = vitlens.report.render(model, torch.randn(1, 3, 32, 32), gradients=False)
+    report = vitlens.viz.report.render(model, torch.randn(1, 3, 32, 32), gradients=False)
     page = browser.new_page()
     page.set_content(report.html)
     page.wait_for_function("Number(document.body.dataset.renders) >= 1")
@@ -219,7 +219,7 @@ def test_small_probabilities_keep_two_significant_digits(browser):
 
 
 def test_the_jupyter_view_runs_inside_its_sandboxed_frame(browser):
-    report = vitlens.report.render(peaked_model(), torch.randn(1, 3, 32, 32), gradients=False)
+    report = vitlens.viz.report.render(peaked_model(), torch.randn(1, 3, 32, 32), gradients=False)
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -9,9 +10,11 @@ import pytest
 import torch
 
 import vitlens
-from vitlens import train as train_module
-from vitlens.train import NonFiniteLossError, TrainConfig, prepare_output, train
-from vitlens.train_state import read_state, resolve_checkpoint, write_checkpoint
+from vitlens.commands.main import main
+from vitlens.training import NonFiniteLossError, TrainConfig, resume, train
+from vitlens.training import loop as train_module
+from vitlens.training.loop import prepare_output
+from vitlens.training.state import STATE_KEYS, read_state, resolve_checkpoint, write_checkpoint
 
 pytest.importorskip("torchvision")
 pytest.importorskip("sklearn")
@@ -121,9 +124,14 @@ def test_output_folder_holding_a_run_is_refused_unless_asked(tmp_path):
     assert not (tmp_path / "bad").exists()  # a run that cannot start leaves nothing behind
 
 
+def full_state(epoch: int) -> dict:
+    """A training state with every key a checkpoint holds (the values do not matter here)."""
+    return {k: {} for k in STATE_KEYS} | {"epoch": epoch, "step": 0, "best_top1": 0.0}
+
+
 def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
     model = vitlens.create_model("vit_digits", **TINY)
-    path = write_checkpoint(tmp_path / "last", model, {"epoch": 1})
+    path = write_checkpoint(tmp_path / "last", model, full_state(epoch=1))
     before = {k: v.clone() for k, v in vitlens.load(path).state_dict().items()}
     with torch.no_grad():
         for p in model.parameters():
@@ -134,7 +142,7 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypa
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        write_checkpoint(tmp_path / "last", model, {"epoch": 2})
+        write_checkpoint(tmp_path / "last", model, full_state(epoch=2))
     monkeypatch.undo()
     assert read_state(path)["epoch"] == 1
     for k, v in vitlens.load(path).state_dict().items():
@@ -144,7 +152,7 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypa
 
 def test_a_swap_cut_between_its_two_renames_falls_back_to_the_old_folder(tmp_path):
     model = vitlens.create_model("vit_digits", **TINY)
-    path = write_checkpoint(tmp_path / "last", model, {"epoch": 1})
+    path = write_checkpoint(tmp_path / "last", model, full_state(epoch=1))
     path.rename(tmp_path / ".last.old")  # the state right after the first rename of a swap
     assert resolve_checkpoint(path) == tmp_path / ".last.old" and read_state(path)["epoch"] == 1
 
@@ -211,7 +219,7 @@ def test_cli_train_then_eval(tmp_path):
 
 def test_eval_reads_other_layouts_and_agrees(tmp_path):
     from vitlens.checkpoint import convert
-    from vitlens.evaluate import evaluate_checkpoint
+    from vitlens.training.evaluate import evaluate_checkpoint
 
     run = train(tiny_config(tmp_path, epochs=1))
     hf_dir = convert(run.out / "last", tmp_path / "hf", "hf")  # Hugging Face layout, read back by vitlens.load
@@ -251,3 +259,36 @@ def test_compiled_training_runs_the_compiled_forward_and_matches_eager(tmp_path,
     for k in a:  # same run up to the compiled kernels' rounding
         torch.testing.assert_close(b[k], a[k], atol=2e-3, rtol=1e-3)
     assert read_state(fast.out / "last")["train_config"]["compile"] is True
+
+
+class _Payload:
+    """A pickle that, when unpickled, creates a file: what a hostile ``train_state.pt`` would run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_resume_never_runs_code_stored_in_the_run_folder(tmp_path, capsys):
+    result = train(tiny_config(tmp_path, epochs=1))
+    state_file = result.out / "last" / "train_state.pt"
+    state = torch.load(state_file, weights_only=True)  # what vitlens writes reads back weights-only
+    assert state["rng"]["numpy"]["keys"].dtype == torch.int64 and state["epoch"] == 1
+    marker = tmp_path / "payload-ran"
+    torch.save({**state, "train_config": _Payload(marker)}, state_file)
+    with pytest.raises(ValueError, match=r"train_state\.pt: not a vitlens training state that can be read safely"):
+        resume(result.out)
+    assert main(["train", "--resume", str(result.out)]) == 2
+    err = capsys.readouterr().err
+    assert "vitlens train: error:" in err and "never executes" in err and str(state_file) in err
+    assert not marker.exists()
+
+
+def test_a_state_file_without_its_keys_is_refused_by_name(tmp_path):
+    result = train(tiny_config(tmp_path, epochs=1))
+    state_file = result.out / "last" / "train_state.pt"
+    torch.save({"epoch": 1}, state_file)
+    with pytest.raises(ValueError, match=r"train_state\.pt: not a vitlens training state; it lacks model, optimizer"):
+        resume(result.out)

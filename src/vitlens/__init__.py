@@ -1,7 +1,8 @@
 """vitlens: a PyTorch Vision Transformer whose attention you can see.
 
-``import vitlens`` needs only torch. Sub-packages with heavier dependencies (``explain``,
-``plot``, ``report``, the checkpoint readers) are imported the first time they are used.
+``import vitlens`` needs only torch. The layers above the core model (``checkpoint``,
+``explain``, ``viz``, ``data``, ``training``, ``bench``, ``commands``) have heavier
+dependencies and are imported the first time they are used.
 """
 
 from __future__ import annotations
@@ -10,20 +11,22 @@ import importlib
 from typing import Any
 
 from .config import PRESETS, ViTConfig, get_config, list_models
-from .model import TokenLayout, VisionTransformer, ViTOutput, create_model
+from .model import TokenLayout, VisionTransformer, ViTOutput
 
 __version__ = "0.1.0"
 
 # name -> module that defines it, imported on first access
 _LAZY = {
+    "create_model": "factory",
     "load": "checkpoint",
+    "save_pretrained": "checkpoint",
     "from_timm": "checkpoint",
     "from_hf": "checkpoint",
     "from_torchvision": "checkpoint",
     "transforms_for": "data",
     "tune_cpu_allocator": "allocator",
 }
-_SUBMODULES = ("allocator", "explain", "plot", "report", "data", "train", "checkpoint", "seed", "hub", "bench")
+_SUBMODULES = ("allocator", "bench", "checkpoint", "data", "explain", "layers", "seed", "training", "viz")
 
 
 def __getattr__(name: str) -> Any:
@@ -40,7 +43,6 @@ __all__ = [
     "ViTConfig",
     "ViTOutput",
     "VisionTransformer",
-    "create_model",
     "get_config",
     "list_models",
     "__version__",

@@ -1,5 +1,5 @@
 """``python -m vitlens ...`` (also what ``torchrun -m vitlens`` runs)."""
 
-from .cli import main
+from .commands.main import main
 
 raise SystemExit(main())

@@ -18,7 +18,8 @@ POS_EMBEDS = ("learn", "sincos2d", "none")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swiglu")
 NORMS = ("layernorm", "none")
 POS_INTERPOLATIONS = ("timm", "hf", "torchvision")
-CROP_MODES = ("center", "squash")
+CROP_MODES = ("center", "squash", "border")
+CROP_ROUNDINGS = ("round", "floor")
 
 
 @dataclass
@@ -32,7 +33,10 @@ class ViTConfig:
     (``image_mean``, ``image_std``, ``interpolation``, ``crop_pct``, ``crop_mode``) and ``labels`` describe
     how images must be prepared and what the classes are called; they do not change the network.
     ``crop_mode`` follows timm: ``'center'`` resizes the short side to ``img_size / crop_pct`` and
-    centre-crops; ``'squash'`` resizes both sides to it, ignoring the aspect ratio (Hugging Face ViT).
+    centre-crops; ``'squash'`` resizes both sides to it, ignoring the aspect ratio (Hugging Face ViT);
+    ``'border'`` fits the long side and pads the rest with the mean colour. ``crop_rounding`` says
+    how an odd margin is split: ``'round'`` as torchvision (and so timm), ``'floor'`` as Hugging Face's
+    processors. :func:`vitlens.transforms_for` builds the transform from these fields.
     """
 
     img_size: int | tuple[int, int] = 224
@@ -71,6 +75,7 @@ class ViTConfig:
     interpolation: str = "bicubic"
     crop_pct: float = 1.0
     crop_mode: str = "center"
+    crop_rounding: str = "round"
     labels: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -96,6 +101,11 @@ class ViTConfig:
         choice("norm_layer", NORMS)
         choice("pos_embed_interp", POS_INTERPOLATIONS)
         choice("crop_mode", CROP_MODES)
+        choice("crop_rounding", CROP_ROUNDINGS)
+        if not 0.0 < self.crop_pct < float("inf"):
+            raise ValueError(
+                f"ViTConfig.crop_pct (the part of the resized image kept) must be > 0, got {self.crop_pct!r}"
+            )
         for name in ("patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ViTConfig.{name} must be >= 1, got {getattr(self, name)!r}")
@@ -191,7 +201,7 @@ def _vit(embed_dim: int, depth: int, num_heads: int, patch_size: int = 16, **kw:
     return dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads, patch_size=patch_size, **kw)
 
 
-_DEIT = dict(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, crop_pct=0.875)
+_DEIT = dict(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, crop_pct=0.9)  # timm's fb_in1k recipe
 _DINOV2 = dict(
     img_size=518,
     patch_size=14,

@@ -7,17 +7,16 @@ softmax(q kᵀ/√d) only in the layers asked for; every other layer keeps the f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ViTConfig, get_config
-from .layers import Block, PatchEmbed, make_norm
+from .config import ViTConfig
+from .layers import Block, PatchEmbed, make_norm, resample_pos_embed, sincos_2d
 
 AttentionRequest = Union[bool, int, Sequence[int]]
 
@@ -64,42 +63,13 @@ class TokenLayout:
         return slice(self.num_prefix_tokens, self.num_tokens)
 
 
-def resample_pos_embed(
-    pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int], method: str = "timm"
-) -> Tensor:
-    """Resize a (1, rows*cols, D) grid of position embeddings to ``new_grid``.
+@dataclass
+class BlockOutput:
+    """What one block hands on during :meth:`VisionTransformer.iter_blocks`."""
 
-    The three libraries whose checkpoints vitlens reads each resample differently, and the
-    numbers differ, so ``method`` picks the rule of the library a checkpoint came from:
-    ``'timm'`` bicubic with antialias; ``'hf'`` bicubic without antialias (Hugging Face
-    ``interpolate_pos_encoding``); ``'torchvision'`` bicubic with ``align_corners=True``.
-    """
-    if tuple(old_grid) == tuple(new_grid):
-        return pos
-    dim = pos.shape[-1]
-    grid = pos.float().reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
-    if method == "timm":
-        grid = F.interpolate(grid, size=new_grid, mode="bicubic", antialias=True, align_corners=False)
-    elif method == "hf":
-        grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False)
-    elif method == "torchvision":
-        grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=True)
-    else:
-        raise ValueError(f"unknown position-embedding resampling {method!r}; expected 'timm', 'hf' or 'torchvision'")
-    return grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos.dtype)
-
-
-def sincos_2d(grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> Tensor:
-    """Fixed 2-D sine-cosine position embeddings (MoCo v3 / MAE), shape (1, rows*cols, dim)."""
-    if dim % 4:
-        raise ValueError(f"pos_embed='sincos2d' needs embed_dim divisible by 4, got {dim}")
-    ys, xs = torch.meshgrid(
-        torch.arange(grid[0], dtype=torch.float32), torch.arange(grid[1], dtype=torch.float32), indexing="ij"
-    )
-    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
-    ys = ys.flatten()[:, None] * omega[None]
-    xs = xs.flatten()[:, None] * omega[None]
-    return torch.cat([xs.sin(), xs.cos(), ys.sin(), ys.cos()], dim=1)[None]
+    index: int
+    tokens: Tensor  # (B, N, D), the block's output (before the final norm)
+    attention: Tensor | None  # (B, H, N, N) when this layer's maps were asked for
 
 
 class VisionTransformer(nn.Module):
@@ -131,21 +101,21 @@ class VisionTransformer(nn.Module):
                 D,
                 c.num_heads,
                 c.hidden_dim,
-                c.qkv_bias,
-                c.qk_norm,
-                c.init_values,
-                c.act_layer,
-                c.norm_layer,
-                c.norm_eps,
-                c.attn_drop_rate,
-                c.proj_drop_rate,
-                drop_path[i],
+                qkv_bias=c.qkv_bias,
+                qk_norm=c.qk_norm,
+                init_values=c.init_values,
+                act_layer=c.act_layer,
+                norm_layer=c.norm_layer,
+                norm_eps=c.norm_eps,
+                attn_drop=c.attn_drop_rate,
+                proj_drop=c.proj_drop_rate,
+                drop_path=drop_path[i],
             )
             for i in range(c.depth)
         )
-        final = c.final_norm and not c.use_fc_norm
-        self.norm = make_norm(c.norm_layer, D, c.norm_eps) if final else nn.Identity()
-        self.fc_norm = make_norm(c.norm_layer, D, c.norm_eps) if c.use_fc_norm else nn.Identity()
+        # timm's rule: the final norm sits after the pooling (fc_norm) or before it (norm), or nowhere
+        self.norm = make_norm(c.norm_layer, D, c.norm_eps) if c.final_norm and not c.use_fc_norm else nn.Identity()
+        self.fc_norm = make_norm(c.norm_layer, D, c.norm_eps) if c.final_norm and c.use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(c.drop_rate)
         self.head = nn.Linear(D, c.num_classes) if c.num_classes else nn.Identity()
         self.head_dist = nn.Linear(D, c.num_classes) if c.distilled and c.num_classes else None
@@ -214,27 +184,48 @@ class VisionTransformer(nn.Module):
         patches = resample_pos_embed(pos[:, n:], c.grid_size, grid, c.pos_embed_interp)
         return torch.cat([pos[:, :n], patches], dim=1) if n else patches
 
-    def forward_features(self, images: Tensor, keep: Sequence[bool] | None = None) -> tuple[Tensor, tuple]:
-        """Tokens after the last block and final norm, and the maps of the layers in ``keep``."""
+    def iter_blocks(self, images: Tensor, return_attention: AttentionRequest = False) -> Iterator[BlockOutput]:
+        """Run the transformer one block at a time: what each block hands on, and its maps if asked.
+
+        This is the model's forward up to the final norm, exposed as a loop, so that code which
+        needs to act between layers (streamed rollout, per-layer probes) never re-writes it.
+        ``return_attention`` takes the same values as in :meth:`forward`. A step's ``attention``
+        is released when the next block runs (keep the tensor itself to hold on to it), so a
+        consumer that folds each layer's maps as they come holds one layer's at a time.
+        """
+        keep = self.layers_requested(return_attention) or (False,) * self.depth
         x = self.embed(images)
-        maps = []
         for i, block in enumerate(self.blocks):
-            x, weights = block(x, need_weights=bool(keep and keep[i]))
-            maps.append(weights)
-        return self.norm(x), tuple(maps)
+            x, weights = block(x, need_weights=keep[i])
+            step = BlockOutput(i, x, weights)
+            del weights
+            yield step
+            step.attention = None  # released before the next block runs: streamed maps never pile up
+
+    def forward_features(self, images: Tensor) -> Tensor:
+        """Tokens after the last block and the final norm, (B, N, D), as in timm."""
+        x = None
+        for step in self.iter_blocks(images):
+            x = step.tokens
+        return self.norm(x)
 
     def forward_head(self, tokens: Tensor, pre_logits: bool = False) -> Tensor:
-        """Pool the tokens (class token or patch mean), then the classifier."""
+        """Pool the tokens (class token or patch mean), then the classifier; ``pre_logits``: the pooled features.
+
+        DeiT's distilled models read the class and the distillation token, each with its own head,
+        and average the two (``pre_logits``: the average of the two tokens), as timm does.
+        """
+        if self.config.distilled:
+            x, x_dist = self.head_drop(tokens[:, 0]), self.head_drop(tokens[:, 1])
+            if pre_logits or self.head_dist is None:
+                return (x + x_dist) / 2
+            return (self.head(x) + self.head_dist(x_dist)) / 2
         if self.config.global_pool == "avg":
             pooled = tokens[:, self.num_prefix_tokens :].mean(dim=1)
         else:
             pooled = tokens[:, 0]
         pooled = self.head_drop(self.fc_norm(pooled))
-        if pre_logits:
-            return pooled
-        if self.head_dist is not None:  # DeiT distilled: average the class and distillation heads
-            return (self.head(pooled) + self.head_dist(self.head_drop(tokens[:, 1]))) / 2
-        return self.head(pooled)
+        return pooled if pre_logits else self.head(pooled)
 
     def forward(self, images: Tensor, return_attention: AttentionRequest = False) -> Tensor | ViTOutput:
         """Logits (B, classes); with ``return_attention`` a :class:`ViTOutput` with the maps.
@@ -243,12 +234,71 @@ class VisionTransformer(nn.Module):
         layer), or layer indices such as ``[-1]`` or ``[0, 5]`` (negative counts from the end):
         only those layers compute and keep maps; ``attentions`` has ``None`` elsewhere.
         """
-        keep = self.layers_requested(return_attention)
-        tokens, maps = self.forward_features(images, keep)
+        x, maps = None, []
+        for step in self.iter_blocks(images, return_attention):
+            x = step.tokens
+            maps.append(step.attention)
+        tokens = self.norm(x)
         logits = self.forward_head(tokens)
-        if keep is None:
+        if self.layers_requested(return_attention) is None:
             return logits
-        return ViTOutput(logits=logits, attentions=maps, features=tokens)
+        return ViTOutput(logits=logits, attentions=tuple(maps), features=tokens)
+
+    def forward_intermediates(
+        self,
+        images: Tensor,
+        indices: int | Sequence[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list | tuple[Tensor, list]:
+        """timm's ``forward_intermediates``: the tokens of chosen blocks, for dense prediction.
+
+        ``indices``: None (every block), ``n`` (the last n blocks) or block indices (negative from
+        the end). Each intermediate is the block's output (``norm=True``: through the final norm),
+        patch tokens only, as (B, D, rows, cols) for ``output_fmt='NCHW'`` or (B, patches, D) for
+        ``'NLC'``; ``return_prefix_tokens`` pairs each with its (B, prefix, D) prefix tokens.
+        Returns ``(final tokens, intermediates)``, or only the list with ``intermediates_only``;
+        ``stop_early`` skips the blocks after the last one asked for (the final tokens then come
+        from there).
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take = self._block_indices(indices)
+        layout = self.token_layout(images)
+        n = layout.num_prefix_tokens
+        x, intermediates = None, []
+        for step in self.iter_blocks(images):
+            x = step.tokens
+            if step.index in take:
+                y = self.norm(x) if norm else x
+                patches = y[:, n:]
+                if output_fmt == "NCHW":  # (B, rows*cols, D) -> (B, D, rows, cols)
+                    patches = patches.reshape(len(y), *layout.grid, -1).permute(0, 3, 1, 2).contiguous()
+                intermediates.append((patches, y[:, :n]) if return_prefix_tokens and n else patches)
+            if stop_early and step.index == max(take):
+                break
+        return intermediates if intermediates_only else (self.norm(x), intermediates)
+
+    def _block_indices(self, indices: int | Sequence[int] | None) -> list[int]:
+        """timm's rule for ``indices``: None = all blocks, n = the last n, or those listed (negative from the end)."""
+        depth = self.depth
+        if indices is None:
+            return list(range(depth))
+        if isinstance(indices, int) and not isinstance(indices, bool):
+            if not 0 < indices <= depth:
+                raise ValueError(f"last-n ({indices}) is out of range for a {depth}-block model (1 to {depth})")
+            return list(range(depth - indices, depth))
+        taken = []
+        for i in indices:
+            if isinstance(i, bool) or not isinstance(i, int) or not -depth <= i < depth:
+                raise ValueError(f"block index {i!r} is out of range for a {depth}-block model ({-depth}..{depth - 1})")
+            taken.append(i % depth)
+        if not taken:
+            raise ValueError("indices is empty: name at least one block")
+        return taken
 
     def layers_requested(self, request: AttentionRequest) -> tuple[bool, ...] | None:
         """Turn a ``return_attention`` argument into one flag per layer (None: no maps)."""
@@ -257,7 +307,14 @@ class VisionTransformer(nn.Module):
             return None
         if request is True:
             return (True,) * depth
-        indices = [request] if isinstance(request, int) else list(request)
+        if isinstance(request, int):
+            indices = [request]
+        elif isinstance(request, Sequence) and not isinstance(request, (str, bytes)):
+            indices = list(request)
+        else:
+            raise ValueError(
+                f"return_attention takes True, False, a layer index or a sequence of layer indices; got {request!r}"
+            )
         flags = [False] * depth
         for i in indices:
             if isinstance(i, bool) or not isinstance(i, int):
@@ -270,30 +327,6 @@ class VisionTransformer(nn.Module):
         return tuple(flags)
 
     # --------------------------------------------------------------- utilities
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``directory``; ``vitlens.load`` reads it."""
-        from .checkpoint import save_pretrained
-
-        return save_pretrained(self, directory)
-
-    def to_timm_state_dict(self) -> dict[str, Tensor]:
-        """The weights under timm's names, for ``timm.create_model(...).load_state_dict``."""
-        from .checkpoint import to_timm_state_dict
-
-        return to_timm_state_dict(self)
-
-    def to_hf_state_dict(self, legacy: bool = False) -> dict[str, Tensor]:
-        """The weights under Hugging Face ``ViTForImageClassification`` names (4.x names if ``legacy``)."""
-        from .checkpoint import to_hf_state_dict
-
-        return to_hf_state_dict(self, legacy=legacy)
-
-    def to_torchvision_state_dict(self) -> dict[str, Tensor]:
-        """The weights under torchvision ``VisionTransformer`` names."""
-        from .checkpoint import to_torchvision_state_dict
-
-        return to_torchvision_state_dict(self)
-
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -310,15 +343,12 @@ class VisionTransformer(nn.Module):
         return 2 * (c.depth * per_block + embed + d * c.num_classes)
 
 
-def create_model(name: str, pretrained: bool = False, **overrides) -> VisionTransformer:
-    """Build a preset by its timm-style name, e.g. ``create_model('vit_small_patch16_224', num_classes=10)``.
-
-    ``pretrained=True`` loads timm's public weights for the preset from the Hugging Face Hub (the
-    default tag, or the one named: ``'vit_small_patch14_dinov2.lvd142m'``), with their class names
-    and pre-processing; see :mod:`vitlens.hub`.
-    """
-    if pretrained:
-        from .hub import create_pretrained
-
-        return create_pretrained(name, **overrides)
-    return VisionTransformer(get_config(name, **overrides))
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode (no dropout: maps are deterministic), then restore its mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

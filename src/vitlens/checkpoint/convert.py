@@ -1,4 +1,9 @@
-"""Write a model in any of the four layouts; ``convert`` = ``load`` + ``export`` (the CLI's job)."""
+"""Write a model in any of the four layouts; ``convert`` = ``load`` + ``export`` (the CLI's job).
+
+Each layout carries the model's pre-processing in its own library's words, so that loading the
+result (with vitlens, or with the library itself) prepares images as before: a Hugging Face
+folder gets a ``preprocessor_config.json``, a timm folder a ``config.json`` with ``pretrained_cfg``.
+"""
 
 from __future__ import annotations
 
@@ -6,58 +11,52 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_json
 from ..model import VisionTransformer
-from .files import write_json, write_tensors
+from . import preprocessing
+from .files import write_tensors
 from .hf_format import to_hf_config, to_hf_state_dict
-from .loading import load
-from .timm_format import to_timm_state_dict
+from .loading import PREPROCESSOR_NAME, load
+from .timm_format import timm_config, to_timm_state_dict
 from .torchvision_format import to_torchvision_state_dict
 from .vitlens_format import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 
 FORMATS = ("vitlens", "timm", "hf", "torchvision")
-_PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
 def export(model: VisionTransformer, dst: str | os.PathLike, fmt: str = "vitlens", legacy_hf: bool = False) -> Path:
     """Write ``model`` to ``dst`` in format ``fmt``.
 
-    'vitlens' and 'hf' write a directory (``config.json`` + ``model.safetensors``; 'hf' also a
-    ``preprocessor_config.json``); 'timm' and 'torchvision' write one weight file — safetensors,
-    or a weights-only pickle when ``dst`` ends in ``.pth``/``.pt``/``.bin``.
+    'vitlens' and 'hf' write a folder (``config.json`` + ``model.safetensors``; 'hf' also a
+    ``preprocessor_config.json``). 'timm' writes one weight file when ``dst`` ends in
+    ``.safetensors``/``.pth``/``.pt``/``.bin`` (a pickle for the last three, weights only), else a
+    folder in timm's Hub layout (``config.json`` + ``model.safetensors``). 'torchvision' writes one
+    weight file. Everything is checked before the first file is written.
     """
     dst = Path(dst)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; expected one of {FORMATS}")
     if fmt == "vitlens":
         return save_pretrained(model, dst)
     if fmt == "hf":
-        c = model.config
-        hf_config = to_hf_config(c)
-        prefix = "vit." if c.num_classes else ""
-        write_tensors(
-            dst / WEIGHTS_NAME, to_hf_state_dict(model, legacy=legacy_hf, prefix=prefix), metadata={"format": "pt"}
-        )
-        write_json(dst / CONFIG_NAME, hf_config)
-        write_json(
-            dst / "preprocessor_config.json",
-            {
-                "image_processor_type": "ViTImageProcessor",
-                "do_resize": True,
-                "size": {"height": c.img_hw[0], "width": c.img_hw[1]},
-                "resample": _PIL_RESAMPLE.get(c.interpolation, 3),
-                "do_rescale": True,
-                "rescale_factor": 1 / 255,
-                "do_normalize": True,
-                "image_mean": list(c.image_mean),
-                "image_std": list(c.image_std),
-            },
-        )
+        config, processor = to_hf_config(model.config), preprocessing.to_hf(model.config)
+        tensors = to_hf_state_dict(model, legacy=legacy_hf, prefix="vit." if model.config.num_classes else "")
+        write_tensors(dst / WEIGHTS_NAME, tensors, metadata={"format": "pt"})
+        write_json(dst / PREPROCESSOR_NAME, processor)
+        write_json(dst / CONFIG_NAME, config)
         return dst
-    if fmt in ("timm", "torchvision"):
-        if dst.suffix not in (".safetensors", ".pth", ".pt", ".bin"):
-            raise ValueError(f"{fmt} output is one weight file: give DST a .safetensors or .pth name, got {dst}")
-        tensors = to_timm_state_dict(model) if fmt == "timm" else to_torchvision_state_dict(model)
-        write_tensors(dst, tensors, metadata={"format": "pt"})
+    if fmt == "timm" and (dst.is_dir() or not dst.suffix):
+        config = timm_config(model.config)
+        write_tensors(dst / WEIGHTS_NAME, to_timm_state_dict(model), metadata={"format": "pt"})
+        write_json(dst / CONFIG_NAME, config)
         return dst
-    raise ValueError(f"unknown output format {fmt!r}; expected one of {FORMATS}")
+    if dst.suffix not in WEIGHT_SUFFIXES:
+        folder = " or a folder (a timm Hub layout)" if fmt == "timm" else ""
+        raise ValueError(f"{fmt} output is one weight file{folder}: give DST a .safetensors or .pth name, got {dst}")
+    tensors = to_timm_state_dict(model) if fmt == "timm" else to_torchvision_state_dict(model)
+    write_tensors(dst, tensors, metadata={"format": "pt"})
+    return dst
 
 
 def convert(

@@ -7,15 +7,15 @@ safetensors files hold only tensors to begin with and are what vitlens writes.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from ..atomic import atomic_write
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # Wrappers that training scripts put around a state dict, in the order they are tried.
@@ -24,31 +24,6 @@ WRAPPER_KEYS = ("model", "state_dict", "model_ema", "state_dict_ema", "module")
 
 class CheckpointError(ValueError):
     """A weight file that cannot be read, or whose tensors do not fit the model it describes."""
-
-
-def _default_file_mode() -> int:
-    """The mode ``open()`` would give a new file under the current umask (e.g. 0o644)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, _default_file_mode())  # mkstemp makes owner-only files; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    atomic_write(path, lambda p: Path(p).write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def write_tensors(path: Path, tensors: Mapping[str, Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -20,6 +20,8 @@ from torch import Tensor, nn
 
 from ..config import ViTConfig
 from ..model import VisionTransformer
+from . import labels, preprocessing
+from .build import Reading, build
 from .files import CheckpointError
 from .infer import require_plain_vit
 
@@ -44,7 +46,14 @@ _QKV = [
 ]
 _POOLER = re.compile(r"pooler\.dense\.(weight|bias)")
 _ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
-_PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+POOLER_NOTE = (
+    "Hugging Face ViTModel pooler: dense + tanh on the class token, not part of vitlens; "
+    "features match last_hidden_state"
+)
+# What a ViT config.json leaves unsaid when there is none: transformers' ViTConfig defaults.
+_NO_CONFIG = dict(
+    norm_eps=1e-12, act_layer="gelu", global_pool="token", fc_norm=False, no_embed_class=False, pos_embed_interp="hf"
+)
 
 
 def is_hf_state(state: dict[str, Tensor]) -> bool:
@@ -99,53 +108,56 @@ def hints_from_hf_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     if act not in _ACTS:
         raise CheckpointError(f"{where}: hidden_act {act!r} is not supported; expected one of {sorted(_ACTS)}")
     hints: dict[str, Any] = dict(
+        _NO_CONFIG,
         num_heads=int(cfg.get("num_attention_heads", 12)),
         norm_eps=float(cfg.get("layer_norm_eps", 1e-12)),
         act_layer=_ACTS[act],
-        global_pool="token",
-        fc_norm=False,
-        no_embed_class=False,
-        pos_embed_interp="hf",
     )
     if "image_size" in cfg:
         size = cfg["image_size"]
         hints["img_size"] = int(size) if isinstance(size, int) else tuple(int(s) for s in size)
-    id2label = cfg.get("id2label") or {}
-    if id2label and sorted(int(i) for i in id2label) == list(range(len(id2label))):
-        labels = [str(id2label[str(i)] if str(i) in id2label else id2label[i]) for i in range(len(id2label))]
-        if labels != [f"LABEL_{i}" for i in range(len(labels))]:  # transformers' placeholders name nothing
-            hints["labels"] = labels
+    names = labels.from_hf(cfg)
+    if names is not None:
+        hints["labels"] = names
     return hints
 
 
-def hints_from_preprocessor(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Pre-processing metadata from a Hugging Face ``preprocessor_config.json``."""
-    out: dict[str, Any] = {}
-    if cfg.get("image_mean"):
-        out["image_mean"] = tuple(cfg["image_mean"])
-    if cfg.get("image_std"):
-        out["image_std"] = tuple(cfg["image_std"])
-    if cfg.get("resample") in _PIL_RESAMPLE:
-        out["interpolation"] = _PIL_RESAMPLE[cfg["resample"]]
-    if cfg.get("crop_pct"):
-        out["crop_pct"] = float(cfg["crop_pct"])
-    return out
+def read_state(
+    state: dict[str, Tensor],
+    config: dict[str, Any] | None,
+    processor: dict[str, Any] | None,
+    where: str,
+    folder: str | None = None,
+) -> Reading:
+    """A Hugging Face ViT state dict with its ``config.json`` and ``preprocessor_config.json`` (either may be None).
+
+    ``folder`` names where those files were read, for messages about them.
+    """
+    at = f"{folder}/" if folder else f"{where}: "
+    hints = hints_from_hf_config(config, f"{at}config.json") if config is not None else dict(_NO_CONFIG)
+    hints.update(preprocessing.from_hf(processor, f"{at}preprocessor_config.json"))
+    if not any(k.startswith(("classifier.", "vit.classifier.")) for k in state):
+        hints["num_classes"] = 0
+    try:
+        renamed, origin, pooler = hf_to_vitlens(state)
+    except CheckpointError as e:
+        raise CheckpointError(f"{where}: {e}") from e
+    return Reading(renamed, where, "Hugging Face", hints, origin=origin, ignored=pooler, ignored_why=POOLER_NOTE)
 
 
-def from_hf(model: nn.Module, **overrides: Any) -> VisionTransformer:
-    """A vitlens model with the weights of a transformers ``ViTModel`` or ``ViTForImageClassification``."""
-    from .loading import build_model
+def from_hf(model: nn.Module, image_processor: Any = None, **overrides: Any) -> VisionTransformer:
+    """A vitlens model with the weights of a transformers ``ViTModel`` or ``ViTForImageClassification``.
 
+    ``image_processor`` (the model's transformers image processor, or its config as a dict) gives
+    the pre-processing; without it, transformers' ``ViTImageProcessor`` defaults apply.
+    """
     kind = type(model).__name__
     if kind not in ("ViTModel", "ViTForImageClassification"):
         raise ValueError(f"from_hf reads ViTModel or ViTForImageClassification, got {kind}")
     where = f"Hugging Face {kind}"
-    hints = hints_from_hf_config(model.config.to_dict(), where)
-    if kind == "ViTModel":
-        hints["num_classes"] = 0
     state = {k: v.detach() for k, v in model.state_dict().items()}
-    renamed, origin, pooler = hf_to_vitlens(state)
-    return build_model(renamed, hints, overrides, where=where, source="Hugging Face", origin=origin, ignored=pooler)
+    processor = image_processor.to_dict() if hasattr(image_processor, "to_dict") else image_processor
+    return build(read_state(state, model.config.to_dict(), processor, where), **overrides)
 
 
 def _check_hf_compatible(config: ViTConfig) -> None:

@@ -173,11 +173,12 @@ def config_from_state(
     return ViTConfig.from_dict(merged)
 
 
-def require_plain_vit(config: ViTConfig, library: str, extra: tuple[tuple[str, bool], ...] = ()) -> None:
-    """Raise ``ValueError`` listing what ``config`` has that the original ViT of ``library`` cannot hold.
+def plain_vit_problems(config: ViTConfig, extra: tuple[tuple[str, bool], ...] = ()) -> list[str]:
+    """What ``config`` has that the original ViT cannot hold (empty: it is the original ViT).
 
     Hugging Face's ``ViTModel`` and torchvision's ``VisionTransformer`` are the original ViT:
     class token, learned positions, pre-norm blocks with biases, final LayerNorm, token pooling.
+    ``extra`` adds (description, present) pairs a caller also rules out.
     """
     c = config
     checks = (
@@ -194,6 +195,11 @@ def require_plain_vit(config: ViTConfig, library: str, extra: tuple[tuple[str, b
         ("no LayerNorm", c.norm_layer != "layernorm"),
         *extra,
     )
-    problems = [name for name, bad in checks if bad]
+    return [name for name, present in checks if present]
+
+
+def require_plain_vit(config: ViTConfig, library: str, extra: tuple[tuple[str, bool], ...] = ()) -> None:
+    """Raise ``ValueError`` listing what ``config`` has that the original ViT of ``library`` cannot hold."""
+    problems = plain_vit_problems(config, extra)
     if problems:
         raise ValueError(f"a {library} cannot hold this model: it has {', '.join(problems)}")

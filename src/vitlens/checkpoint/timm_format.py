@@ -16,6 +16,8 @@ from torch import Tensor, nn
 
 from ..config import PRESETS, ViTConfig, get_config
 from ..model import VisionTransformer
+from . import labels, preprocessing
+from .build import Reading, build
 
 # Parts of a Hub cache path around a model name: models--timm--<name>.<tag>/snapshots/<hash>/file
 _HUB_PREFIX = re.compile(r"^models--[^-]+(?:-[^-]+)*--")
@@ -53,20 +55,41 @@ def _known_to_timm(name: str) -> bool:
 
 
 def name_in_path(path: Path) -> str | None:
-    """A model name that ``path`` (file stem or one of its folders) spells, if any."""
+    """A model name (with its pretrained tag, when the path spells one timm knows) that ``path`` spells."""
     for part in [path.stem, path.name, *(p.name for p in path.parents)][:6]:
-        candidate = _HUB_PREFIX.sub("", part).split(".", 1)[0]
-        candidate = re.sub(r"-[0-9a-f]{6,}$", "", candidate)  # torchvision-style hash suffix
-        if candidate in PRESETS or (candidate.startswith(("vit_", "deit")) and _known_to_timm(candidate)):
-            return candidate
+        full = re.sub(r"-[0-9a-f]{6,}$", "", _HUB_PREFIX.sub("", part))  # torchvision-style hash suffix
+        base, _, tag = full.partition(".")
+        if base in PRESETS or (base.startswith(("vit_", "deit")) and _known_to_timm(base)):
+            return full if tag and _timm_pretrained_cfg(full) is not None else base
     return None
 
 
+def _timm_pretrained_cfg(name: str) -> dict[str, Any] | None:
+    """timm's ``pretrained_cfg`` for ``NAME.TAG``; None without timm or when timm has no such tag."""
+    try:
+        import timm
+    except ImportError:
+        return None
+    try:
+        return timm.models.get_pretrained_cfg(name).to_dict()
+    except (RuntimeError, ValueError, KeyError, AttributeError):
+        return None
+
+
 def hints_from_name(name: str) -> dict[str, Any]:
-    """Config fields a model name implies: a vitlens preset, else timm's own definition (meta device)."""
+    """Config fields a model name implies: a vitlens preset, else timm's own definition (meta device).
+
+    A name with a pretrained tag (``vit_small_patch16_224.augreg_in1k``) takes that tag's
+    pre-processing from timm when timm is installed (the presets hold the default tag's).
+    """
     base = name.split(".", 1)[0]
     if base in PRESETS:
-        return get_config(base).to_dict()
+        hints = get_config(base).to_dict()
+        tagged = _timm_pretrained_cfg(name) if "." in name else None
+        if tagged is not None:
+            hints.update(preprocessing.from_timm(tagged))
+        hints["labels"] = labels.from_timm({"pretrained_cfg": tagged or {}}, hints["num_classes"])
+        return hints
     if not _known_to_timm(base):
         raise ValueError(
             f"unknown model name {name!r}: not a vitlens preset (vitlens.list_models()) and not a timm model"
@@ -74,39 +97,30 @@ def hints_from_name(name: str) -> dict[str, Any]:
     import timm
 
     with torch.device("meta"):
-        model = timm.create_model(base, pretrained=False)
+        model = timm.create_model(name if _timm_pretrained_cfg(name) is not None else base, pretrained=False)
     return hints_from_timm_module(model)
 
 
 def hints_from_timm_config(data: dict[str, Any]) -> dict[str, Any]:
-    """Hints from a timm Hub ``config.json`` (``architecture``, ``num_classes``, ``pretrained_cfg``)."""
+    """Hints from a timm Hub ``config.json`` (``architecture``, ``model_args``, ``pretrained_cfg``, label names)."""
     hints = hints_from_name(data["architecture"]) if data.get("architecture") else {}
     model_args = {k: v for k, v in (data.get("model_args") or {}).items() if k in _TIMM_ARGS}
     if isinstance(model_args.get("img_size"), list):
         model_args["img_size"] = tuple(model_args["img_size"])
     hints.update(model_args)
-    if data.get("global_pool"):
-        hints["global_pool"] = data["global_pool"]
-    hints.update(metadata_from_pretrained_cfg(data.get("pretrained_cfg") or {}))
-    if data.get("label_names"):
-        hints["labels"] = list(data["label_names"])
+    act = (data.get("model_args") or {}).get("act_layer")
+    if act is not None:
+        if act not in ("gelu", "gelu_tanh", "relu"):
+            raise ValueError(f"timm act_layer {act!r} in model_args is not supported (gelu, gelu_tanh, relu are)")
+        hints["act_layer"] = act
+    for key in ("global_pool", "num_classes"):
+        if data.get(key) is not None:
+            hints[key] = data[key]
+    if data.get("pretrained_cfg"):
+        hints.update(preprocessing.from_timm(data["pretrained_cfg"]))
+    num_classes = int(hints.get("num_classes") or (data.get("pretrained_cfg") or {}).get("num_classes") or 0)
+    hints["labels"] = labels.from_timm(data, num_classes)
     return hints
-
-
-def metadata_from_pretrained_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Pre-processing metadata from timm's ``pretrained_cfg`` (mean, std, crop, interpolation, labels)."""
-    out: dict[str, Any] = {}
-    if cfg.get("mean"):
-        out["image_mean"] = tuple(cfg["mean"])
-    if cfg.get("std"):
-        out["image_std"] = tuple(cfg["std"])
-    if cfg.get("crop_pct"):
-        out["crop_pct"] = float(cfg["crop_pct"])
-    if cfg.get("interpolation"):
-        out["interpolation"] = str(cfg["interpolation"])
-    if cfg.get("label_names"):
-        out["labels"] = list(cfg["label_names"])
-    return out
 
 
 def hints_from_timm_module(model: nn.Module) -> dict[str, Any]:
@@ -152,17 +166,17 @@ def hints_from_timm_module(model: nn.Module) -> dict[str, Any]:
     )
     if not isinstance(block.ls1, nn.Identity):
         hints["init_values"] = 1e-5
-    hints.update(metadata_from_pretrained_cfg(dict(getattr(model, "pretrained_cfg", None) or {})))
+    pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    hints.update(preprocessing.from_timm(pretrained_cfg))
+    hints["labels"] = labels.from_timm({"pretrained_cfg": pretrained_cfg}, int(model.num_classes))
     return hints
 
 
 def from_timm(model: nn.Module, **overrides: Any) -> VisionTransformer:
     """A vitlens model with the same weights as the timm ViT ``model`` (bit-exact)."""
-    from .loading import build_model
-
     hints = hints_from_timm_module(model)
     state = {k: v.detach() for k, v in model.state_dict().items()}
-    return build_model(state, hints, overrides, where=f"timm {type(model).__name__}", source="timm")
+    return build(Reading(state, f"timm {type(model).__name__}", "timm", hints), **overrides)
 
 
 def to_timm_state_dict(model: VisionTransformer) -> dict[str, Tensor]:
@@ -180,8 +194,11 @@ def timm_kwargs(config: ViTConfig) -> dict[str, Any]:
             "timm_kwargs covers GELU/ReLU MLPs, LayerNorm and learned or no position embeddings; "
             f"this config has act_layer={c.act_layer!r}, norm_layer={c.norm_layer!r}, pos_embed={c.pos_embed!r}"
         )
-    if c.distilled or not c.patch_bias:
-        raise ValueError("timm_kwargs builds a plain timm VisionTransformer: no distillation token, patch bias on")
+    if c.distilled or c.patch_bias == c.pre_norm:
+        raise ValueError(
+            "timm_kwargs builds a plain timm VisionTransformer: no distillation token, and a patch bias "
+            "exactly when there is no pre_norm (timm ties the two, as CLIP has them)"
+        )
     act = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "relu": "relu"}[c.act_layer]
     return dict(
         img_size=c.img_hw,
@@ -206,3 +223,35 @@ def timm_kwargs(config: ViTConfig) -> dict[str, Any]:
         act_layer=act,
         norm_layer=partial(nn.LayerNorm, eps=c.norm_eps),
     )
+
+
+# timm entry points whose LayerNorm has the eps a config needs (the eps cannot be a JSON model argument).
+_ARCHITECTURE_BY_EPS = {1e-6: "vit_base_patch16_224", 1e-5: "vit_base_patch16_clip_224"}
+
+
+def timm_config(config: ViTConfig) -> dict[str, Any]:
+    """A timm Hub ``config.json`` for this model: architecture, arguments, ``pretrained_cfg``, class names.
+
+    ``timm.create_model(config["architecture"], **config["model_args"])`` builds the same network
+    (the entry point is chosen for its LayerNorm eps; the arguments fix everything else); vitlens
+    reads the folder back to the same config and pre-processing.
+    """
+    kwargs = timm_kwargs(config)
+    architecture = _ARCHITECTURE_BY_EPS.get(config.norm_eps)
+    if architecture is None:
+        raise ValueError(
+            f"a timm config.json cannot carry LayerNorm eps {config.norm_eps} (timm's ViT entry points use "
+            f"{' or '.join(map(str, _ARCHITECTURE_BY_EPS))}); export a single weight file (DST ending in "
+            ".safetensors) and pass the eps when building the timm model"
+        )
+    kwargs.pop("norm_layer")
+    model_args = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items() if k != "num_classes"}
+    return {
+        "architecture": architecture,
+        "num_classes": config.num_classes,
+        "num_features": config.embed_dim,
+        "global_pool": config.global_pool,
+        "model_args": model_args,
+        "pretrained_cfg": {**preprocessing.to_timm(config), "num_classes": config.num_classes},
+        **({"label_names": list(config.labels)} if config.labels else {}),
+    }

@@ -8,12 +8,15 @@ vitlens's ``qkv`` — so every tensor maps one to one. Older checkpoints name th
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
 from ..config import IMAGENET_MEAN, IMAGENET_STD, ViTConfig
 from ..model import VisionTransformer
+from . import labels
+from .build import Reading, build
 from .files import CheckpointError
 from .infer import require_plain_vit
 
@@ -56,7 +59,7 @@ def torchvision_to_vitlens(state: dict[str, Tensor], where: str) -> tuple[dict[s
 
 
 def torchvision_hints() -> dict[str, Any]:
-    """What every torchvision ViT shares and its weights do not say (ImageNet pre-processing)."""
+    """What every torchvision ViT shares and its weights do not say (its ImageNet-1k recipe and names)."""
     return dict(
         norm_eps=1e-6,
         act_layer="gelu",
@@ -68,25 +71,43 @@ def torchvision_hints() -> dict[str, Any]:
         image_std=IMAGENET_STD,
         interpolation="bilinear",
         crop_pct=0.875,
+        crop_mode="center",
+        crop_rounding="round",
+        labels=labels.imagenet_labels(1000),
     )
+
+
+def name_in_path(path: Path) -> str | None:
+    """``vit_b_16`` and friends when the file or folder name spells one (``vit_b_16-c867db91.pth``)."""
+    for part in (path.stem, path.parent.name):
+        for name in HEADS_BY_NAME:
+            if part == name or part.startswith(name + "-") or part.startswith(name + "_"):
+                return name
+    return None
+
+
+def read_state(state: dict[str, Tensor], where: str, builder: str | None = None) -> Reading:
+    """A torchvision ViT state dict; ``builder`` (``vit_b_16``...) gives the head count the weights cannot."""
+    hints = torchvision_hints()
+    if builder:
+        hints["num_heads"] = HEADS_BY_NAME[builder]
+    renamed, origin = torchvision_to_vitlens(state, where)
+    return Reading(renamed, where, "torchvision", hints, origin=origin)
 
 
 def from_torchvision(model: nn.Module, **overrides: Any) -> VisionTransformer:
     """A vitlens model with the weights of a torchvision ``VisionTransformer`` (bit-exact)."""
-    from .loading import build_model
-
     if type(model).__name__ != "VisionTransformer" or not hasattr(model, "conv_proj"):
         raise ValueError(f"from_torchvision reads torchvision.models.VisionTransformer, got {type(model).__name__}")
     layer = model.encoder.layers[0]
     act = layer.mlp[1]
     if not isinstance(act, nn.GELU) or act.approximate != "none":
         raise ValueError(f"torchvision MLP activation {act!r} is not supported (exact GELU is)")
-    hints = torchvision_hints()
-    hints.update(num_heads=int(layer.num_heads), norm_eps=float(model.encoder.ln.eps), img_size=int(model.image_size))
-    where = "torchvision VisionTransformer"
     state = {k: v.detach() for k, v in model.state_dict().items()}
-    renamed, origin = torchvision_to_vitlens(state, where)
-    return build_model(renamed, hints, overrides, where=where, source="torchvision", origin=origin)
+    reading = read_state(state, "torchvision VisionTransformer")
+    reading.hints.update(num_heads=int(layer.num_heads), norm_eps=float(model.encoder.ln.eps))
+    reading.hints["img_size"] = int(model.image_size)
+    return build(reading, **overrides)
 
 
 def to_torchvision_state_dict(model: VisionTransformer) -> dict[str, Tensor]:

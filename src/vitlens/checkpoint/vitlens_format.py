@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_json
 from ..model import VisionTransformer
-from .files import write_json, write_tensors
+from .files import write_tensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

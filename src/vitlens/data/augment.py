@@ -1,7 +1,7 @@
-"""Training and evaluation pipelines built from ``torchvision.transforms.v2``, and batch mixing.
+"""Training augmentation built from ``torchvision.transforms.v2``, and batch mixing.
 
-Every pipeline takes a PIL image or an image tensor, gives it the model's channel count (grey,
-RGB and RGBA are converted), its size and its normalization. Per-sample randomness can be made
+The training pipeline is the evaluation transform's geometry and normalization with the
+augmentation in between. Per-sample randomness can be made
 a pure function of (seed, epoch, index) with :class:`SeededDataset`, which is what keeps a
 resumed run and a multi-process run on the same numbers as an uninterrupted single process.
 """
@@ -15,61 +15,31 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..config import ViTConfig
+from .transforms import MatchChannels, geometry, to_normalized_tensor
 
 AUGMENTS = ("none", "affine", "crop-flip", "randaugment", "trivialaugment")
 
 
-class MatchChannels:
-    """Give an image the model's channel count: PIL modes are converted; tensors are repeated/averaged."""
+def train_transform(config: ViTConfig, augment: str = "none"):
+    """The training pipeline: the evaluation geometry, then ``augment``, then normalization.
 
-    def __init__(self, channels: int) -> None:
-        if channels not in (1, 3):
-            raise ValueError(f"images can be converted to 1 or 3 channels, the model wants {channels}")
-        self.channels = channels
-
-    def __call__(self, image: Any) -> Any:
-        if hasattr(image, "convert"):  # PIL: grey, palette, RGBA, CMYK ... -> L or RGB
-            mode = "L" if self.channels == 1 else "RGB"
-            return image if image.mode == mode else image.convert(mode)
-        if not isinstance(image, Tensor) or image.dim() not in (3, 4):
-            raise ValueError(f"expected a PIL image or a (C, H, W) / (B, C, H, W) tensor, got {type(image).__name__}")
-        c = image.shape[-3]
-        if c == self.channels:
-            return image
-        if c == 4:  # RGBA tensor: drop alpha first
-            image, c = image[..., :3, :, :], 3
-        if c == 1 and self.channels == 3:
-            return image.expand(*image.shape[:-3], 3, *image.shape[-2:])
-        if c == 3 and self.channels == 1:
-            return image.float().mean(dim=-3, keepdim=True).to(image.dtype)
-        return image
-
-
-def build_transform(config: ViTConfig, train: bool = False, augment: str = "none"):
-    """The v2 pipeline: channels -> float in [0, 1] -> resize to ``img_size`` -> augment (train) -> normalize.
-
-    ``augment`` (train only): ``'crop-flip'`` padded random crop + horizontal flip (CIFAR recipe), ``'randaugment'`` and
-    ``'trivialaugment'`` (after crop-flip), ``'none'``. ``'affine'`` is not applied here but to
-    whole batches on the training device by :class:`BatchAffine`, which is far cheaper for small images.
+    ``augment``: ``'crop-flip'`` padded random crop + horizontal flip (CIFAR recipe), ``'randaugment'``
+    and ``'trivialaugment'`` (on uint8 pixels, then crop-flip), ``'none'``. ``'affine'`` is not applied
+    here but to whole batches on the training device by :class:`BatchAffine`, which is far cheaper for
+    small images. Without augmentation the pipeline is :func:`vitlens.transforms_for`'s.
     """
-    from torchvision.transforms import InterpolationMode
     from torchvision.transforms import v2 as T
 
     if augment not in AUGMENTS:
         raise ValueError(f"unknown augmentation {augment!r}; expected one of {AUGMENTS}")
     h, w = config.img_hw
-    interp = InterpolationMode(config.interpolation)
-    steps: list[Any] = [MatchChannels(config.in_chans), T.ToImage()]
-    policy: list[Any] = []
-    if train and augment in ("randaugment", "trivialaugment"):
-        # the policies operate on uint8 images, before the conversion to float
-        policy = [T.RandAugment() if augment == "randaugment" else T.TrivialAugmentWide()]
-    steps += [T.ToDtype(torch.uint8, scale=True), *policy] if policy else []
-    steps += [T.ToDtype(torch.float32, scale=True), T.Resize((h, w), interpolation=interp, antialias=True)]
-    if train and augment in ("crop-flip", "randaugment", "trivialaugment"):
+    steps: list[Any] = [MatchChannels(config.in_chans), *geometry(config)]
+    if augment in ("randaugment", "trivialaugment"):  # the policies operate on uint8 images
+        steps += [T.ToImage(), T.ToDtype(torch.uint8, scale=True)]
+        steps.append(T.RandAugment() if augment == "randaugment" else T.TrivialAugmentWide())
+    if augment in ("crop-flip", "randaugment", "trivialaugment"):
         steps += [T.RandomCrop((h, w), padding=max(1, h // 8), padding_mode="reflect"), T.RandomHorizontalFlip()]
-    steps.append(T.Normalize(config.image_mean, config.image_std))
-    return T.Compose(steps)
+    return T.Compose(steps + to_normalized_tensor(config))
 
 
 def batch_mixer(num_classes: int, mixup: float = 0.0, cutmix: float = 0.0):

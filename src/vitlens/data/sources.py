@@ -8,8 +8,9 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from ..config import ViTConfig
-from .augment import CachedDataset, SeededDataset, build_transform
+from .augment import CachedDataset, SeededDataset, train_transform
 from .torchvision_sets import TORCHVISION_SETS
+from .transforms import transforms_for
 
 BUILTIN_SOURCES = ("digits", "cluttered-digits", "imagefolder:PATH", *TORCHVISION_SETS, "fake")
 
@@ -64,14 +65,15 @@ def build_dataset(
 ) -> SeededDataset | CachedDataset:
     """``name``'s ``split`` as model-ready (normalized tensor, label) pairs for ``config``.
 
-    Training splits get ``augment`` (see :func:`vitlens.data.augment.build_transform`), drawn
+    Held-out splits go through the model's own evaluation transform (:func:`vitlens.transforms_for`);
+    training splits get ``augment`` around it (see :func:`vitlens.data.augment.train_transform`), drawn
     from (seed, epoch, index) so that the data does not depend on process count or resumption.
     Small in-memory sources (digits) whose pipeline has nothing random are transformed once and cached.
     """
     held_out = _evaluation_split(split)
     augment = "none" if held_out else augment
     base = open_source(name, split, root=root, strict=strict)
-    transform = build_transform(config, train=not held_out, augment=augment)
+    transform = transforms_for(config) if held_out else train_transform(config, augment)
     if getattr(base, "in_memory", False) and augment in ("none", "affine"):
         return CachedDataset(base, transform)
     return SeededDataset(base, transform, seed=seed)

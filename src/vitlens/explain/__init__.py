@@ -17,8 +17,12 @@ from .maps import (
 )
 from .relevance import attention_gradients, gae, gae_from, grad_rollout, grad_rollout_from
 from .rollout import fuse_heads, rollout, rollout_from_attentions, rollout_matrix, rollout_per_layer
+from .targets import Target, check_target, target_scores
 
 __all__ = [
+    "Target",
+    "check_target",
+    "target_scores",
     "attention_distance",
     "attention_entropy",
     "attention_gradients",

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..model import TokenLayout
+from ..model import TokenLayout, eval_mode
 
 
 def check_attention(attn: Tensor, layout: TokenLayout, name: str = "attention") -> None:
@@ -70,17 +69,6 @@ def cls_attention_from(attn: Tensor, layout: TokenLayout, threshold: float | Non
     check_attention(attn, layout)
     maps = patch_scores(attn.float(), layout)
     return maps if threshold is None else dino_mask(maps, threshold)
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Run ``model`` in eval mode (no dropout: maps are deterministic), then restore its mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def cls_attention(model: nn.Module, images: Tensor, layer: int = -1, threshold: float | None = None) -> Tensor:

@@ -22,8 +22,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..model import TokenLayout
-from .maps import check_attention, eval_mode, patch_scores
+from ..model import TokenLayout, eval_mode
+from .fold import ProductFold, product
+from .maps import check_attention, patch_scores
+from .targets import Target, target_scores
 
 Step = Callable[[Tensor, Tensor], Tensor]
 
@@ -45,16 +47,17 @@ def _fold(attentions: Sequence[Tensor], grads: Sequence[Tensor], layout: TokenLa
     """Multiply the layer factors, first layer rightmost, and read the patch map (B, gh, gw)."""
     if len(attentions) != len(grads) or not attentions:
         raise ValueError(f"need one gradient per attention map, got {len(attentions)} maps and {len(grads)} gradients")
-    result = None
-    for i, (attn, grad) in enumerate(zip(attentions, grads)):
-        if attn is None or grad is None:
-            raise ValueError(f"layer {i} has no attention map or gradient: every layer is needed")
-        check_attention(attn, layout, f"attentions[{i}]")
-        if grad.shape != attn.shape:
-            raise ValueError(f"grads[{i}] has shape {tuple(grad.shape)}, expected {tuple(attn.shape)} like its map")
-        factor = step(attn, grad)
-        result = factor if result is None else factor @ result
-    return patch_scores(result, layout)
+
+    def factors():
+        for i, (attn, grad) in enumerate(zip(attentions, grads)):
+            if attn is None or grad is None:
+                raise ValueError(f"layer {i} has no attention map or gradient: every layer is needed")
+            check_attention(attn, layout, f"attentions[{i}]")
+            if grad.shape != attn.shape:
+                raise ValueError(f"grads[{i}] has shape {tuple(grad.shape)}, expected {tuple(attn.shape)} like its map")
+            yield step(attn, grad)
+
+    return patch_scores(product(factors()), layout)
 
 
 def gae_from(attentions: Sequence[Tensor], grads: Sequence[Tensor], layout: TokenLayout) -> Tensor:
@@ -67,35 +70,22 @@ def grad_rollout_from(attentions: Sequence[Tensor], grads: Sequence[Tensor], lay
     return _fold(attentions, grads, layout, grad_rollout_step)
 
 
-def _target_score(logits: Tensor, target: int | Sequence[int] | Tensor | None) -> tuple[Tensor, Tensor]:
-    """The sum over the batch of each image's target logit, and the targets (B,)."""
-    if target is None:
-        target = logits.argmax(dim=-1)
-    target = torch.as_tensor(target, device=logits.device, dtype=torch.long)
-    if target.dim() == 0:
-        target = target.expand(logits.shape[0])
-    if target.shape != (logits.shape[0],):
-        raise ValueError(f"target must be None, a class index or one index per image ({logits.shape[0]}), got {target}")
-    if bool((target < 0).any()) or bool((target >= logits.shape[1]).any()):
-        raise ValueError(f"target classes must be in 0..{logits.shape[1] - 1}, got {target.tolist()}")
-    # images do not interact in a ViT, so d(sum)/dA_b is image b's own gradient
-    return logits.gather(1, target[:, None]).sum(), target
-
-
 def attention_gradients(
-    model: nn.Module, images: Tensor, target: int | Sequence[int] | Tensor | None = None
-) -> tuple[list[Tensor], list[Tensor], Tensor]:
-    """One forward and one backward: every layer's maps, each map's own gradient, and the targets.
+    model: nn.Module, images: Tensor, target: Target = None
+) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
+    """One forward and one backward: every layer's maps, each map's own gradient, and the class per image.
 
     The gradients come from ``torch.autograd.grad(score, maps)``, which returns them in the
-    order of ``maps`` — layer l's gradient next to layer l's map.
+    order of ``maps`` — layer l's gradient next to layer l's map. The classes are None for a
+    callable target (see :mod:`vitlens.explain.targets`).
     """
     with eval_mode(model), torch.enable_grad():
         out = model(images, return_attention=True)
-        score, target = _target_score(out.logits, target)
+        scores, classes = target_scores(out, target)
         maps = list(out.attentions)
-        grads = torch.autograd.grad(score, maps)
-    return [m.detach() for m in maps], [g.detach() for g in grads], target
+        grads = torch.autograd.grad(scores.sum(), maps, allow_unused=True)
+    grads = [torch.zeros_like(m) if g is None else g for m, g in zip(maps, grads)]  # a score blind to a layer
+    return [m.detach() for m in maps], [g.detach() for g in grads], classes
 
 
 def _streaming(model: nn.Module, images: Tensor, target, step: Step) -> Tensor:
@@ -107,31 +97,29 @@ def _streaming(model: nn.Module, images: Tensor, target, step: Step) -> Tensor:
     L gradients and L fused factors the non-streaming path holds at once.
     """
     layout = model.token_layout(images)
-    product: list[Tensor] = []
+    fold = ProductFold(backward=True)
 
-    def fold(attn: Tensor) -> Callable[[Tensor], None]:
-        def hook(grad: Tensor) -> None:
-            factor = step(attn.detach(), grad)
-            product[:] = [factor if not product else product[0] @ factor]
+    def hook_for(attn: Tensor) -> Callable[[Tensor], None]:
+        def hook(grad: Tensor) -> None:  # returns nothing: the gradient itself is left as it is
+            fold.add(step(attn.detach(), grad))
 
         return hook
 
     with eval_mode(model), torch.enable_grad():
         out = model(images, return_attention=True)
-        score, _ = _target_score(out.logits, target)
+        scores, _ = target_scores(out, target)
         for attn in out.attentions:
-            attn.register_hook(fold(attn))
+            attn.register_hook(hook_for(attn))
         # asking for the first map's gradient walks back through every later layer's map too
-        torch.autograd.grad(score, out.attentions[0])
-    return patch_scores(product[0], layout)
+        torch.autograd.grad(scores.sum(), out.attentions[0])
+    return patch_scores(fold.result(), layout)
 
 
-def gae(
-    model: nn.Module, images: Tensor, target: int | Sequence[int] | Tensor | None = None, streaming: bool = False
-) -> Tensor:
+def gae(model: nn.Module, images: Tensor, target: Target = None, streaming: bool = False) -> Tensor:
     """Chefer, Gur & Wolf (ICCV 2021) relevance of ``target`` (default: predicted class): (B, gh, gw).
 
-    ``target``: None, one class for all images, or one class per image. ``streaming=True``
+    ``target``: see :mod:`vitlens.explain.targets` (None, a class, one class per image, or a
+    callable score). ``streaming=True``
     folds each layer during the backward instead of collecting all gradients (same numbers).
     """
     if streaming:
@@ -140,9 +128,7 @@ def gae(
     return gae_from(maps, grads, model.token_layout(images))
 
 
-def grad_rollout(
-    model: nn.Module, images: Tensor, target: int | Sequence[int] | Tensor | None = None, streaming: bool = False
-) -> Tensor:
+def grad_rollout(model: nn.Module, images: Tensor, target: Target = None, streaming: bool = False) -> Tensor:
     """Gradient-weighted attention rollout for ``target`` (default: predicted class): (B, gh, gw).
 
     Each layer's heads are fused as the positive part of mean_h(∇A ⊙ A) with the layer's own

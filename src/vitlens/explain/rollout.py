@@ -18,8 +18,9 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..model import TokenLayout
-from .maps import check_attention, eval_mode, patch_scores
+from ..model import TokenLayout, eval_mode
+from .fold import product, running_products
+from .maps import check_attention, patch_scores
 
 HEAD_FUSIONS = ("mean", "max", "min")
 
@@ -65,11 +66,10 @@ def _check_start(start_layer: int, depth: int) -> int:
     return start_layer % depth
 
 
-def _running_products(
+def layer_factors(
     attentions: Sequence[Tensor | None], layout: TokenLayout, head_fusion: str, discard_ratio: float, start: int
 ) -> Iterator[Tensor]:
-    """Yield the rolled-out matrix (B, N, N) after each layer from ``start`` on."""
-    result = None
+    """Each layer's rollout factor (B, N, N) from ``start`` on; every such layer must have its maps."""
     for i in range(start, len(attentions)):
         attn = attentions[i]
         if attn is None:
@@ -78,9 +78,7 @@ def _running_products(
                 "(run the model with return_attention=True)"
             )
         check_attention(attn, layout, f"attentions[{i}]")
-        step = residual_step(attn, head_fusion, discard_ratio)
-        result = step if result is None else step @ result
-        yield result
+        yield residual_step(attn, head_fusion, discard_ratio)
 
 
 def rollout_matrix(
@@ -93,8 +91,7 @@ def rollout_matrix(
     """The full rolled-out token-to-token matrix (B, N, N); each row sums to 1."""
     attentions = list(attentions)
     start = _check_start(start_layer, len(attentions))
-    *_, result = _running_products(attentions, layout, head_fusion, discard_ratio, start)
-    return result
+    return product(layer_factors(attentions, layout, head_fusion, discard_ratio, start))
 
 
 def rollout_from_attentions(
@@ -112,7 +109,7 @@ def rollout_per_layer(
     attentions: Sequence[Tensor | None], layout: TokenLayout, head_fusion: str = "mean", discard_ratio: float = 0.0
 ) -> Tensor:
     """Rollout up to each layer: (B, L, gh, gw), entry l being the rollout of layers 0..l."""
-    products = _running_products(list(attentions), layout, head_fusion, discard_ratio, 0)
+    products = running_products(layer_factors(list(attentions), layout, head_fusion, discard_ratio, 0))
     return torch.stack([patch_scores(r, layout) for r in products], dim=1)
 
 
@@ -137,12 +134,8 @@ def rollout(
         if not streaming:
             out = model(images, return_attention=True)
             return rollout_from_attentions(out.attentions, layout, head_fusion, discard_ratio, start_layer)
-        start = _check_start(start_layer, len(model.blocks))
-        x, result = model.embed(images), None
-        for i, block in enumerate(model.blocks):
-            x, attn = block(x, need_weights=i >= start)
-            if attn is not None:
-                step = residual_step(attn, head_fusion, discard_ratio)
-                del attn
-                result = step if result is None else step @ result
-        return patch_scores(result, layout)
+        start = _check_start(start_layer, model.depth)
+        layers = model.iter_blocks(images, return_attention=list(range(start, model.depth)))
+        # each block's maps are folded in and dropped before the next block runs
+        factors = (residual_step(step.attention, head_fusion, discard_ratio) for step in layers if step.index >= start)
+        return patch_scores(product(factors), layout)

@@ -23,8 +23,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..model import TokenLayout, VisionTransformer
-from ..readout import check_target, class_name, display_image, top_predictions
+from ... import explain
+from ...atomic import write_text
+from ...data import transforms_for
+from ...data.files import read_image
+from ...explain.fold import running_products
+from ...explain.rollout import residual_step
+from ...model import TokenLayout, VisionTransformer, eval_mode
+from ..readout import class_name, display_image, top_predictions
 from .encode import pack_rows
 
 ImageInput = Any  # a model-ready tensor (B, C, H, W) / (C, H, W), a PIL image, or a path
@@ -82,8 +88,6 @@ def prepare_images(model: VisionTransformer, images: ImageInput | Sequence[Image
     Tensors are taken as already pre-processed; PIL images and paths go through
     :func:`vitlens.transforms_for` (the model's own size, crop, interpolation, mean and std).
     """
-    from ..data.files import read_image
-
     c = model.config
     if isinstance(images, Tensor):
         batch = images[None] if images.dim() == 3 else images
@@ -102,8 +106,6 @@ def prepare_images(model: VisionTransformer, images: ImageInput | Sequence[Image
                 names.append(f"image {i}")
             if not isinstance(item, Tensor):
                 if transform is None:
-                    from ..data import transforms_for
-
                     transform = transforms_for(model)
                 item = transform(item)
             tensors.append(item)
@@ -153,23 +155,15 @@ def rollout_rows(attentions: Sequence[Tensor], layout: TokenLayout) -> Tensor:
 
     One image's maps; the rows are what the explorer shows when a patch is hovered in the rollout view.
     """
-    from ..explain.rollout import residual_step
-
-    rows, product = [], None
-    for attn in attentions:
-        step = residual_step(attn)[0]
-        product = step if product is None else step @ product
-        rows.append(product[:, layout.patch_slice])
-    return torch.stack(rows)
+    products = running_products(residual_step(attn) for attn in attentions)
+    return torch.stack([product[0][:, layout.patch_slice] for product in products])
 
 
 def gradient_maps(model: VisionTransformer, image: Tensor, target: int | None) -> dict[str, Any]:
     """GAE and gradient-rollout maps of one image (1, C, H, W) for ``target`` (default: the prediction)."""
-    from .. import explain
-
-    maps, grads, targets = explain.attention_gradients(model, image, target)
+    maps, grads, classes = explain.attention_gradients(model, image, target)
     layout = model.token_layout(image)
-    index = int(targets[0])
+    index = int(classes[0])
     out: dict[str, Any] = {"target": {"index": index, "label": class_name(model, index)}}
     for key, fold in (("gae", explain.gae_from), ("grad-rollout", explain.grad_rollout_from)):
         heat = fold(maps, grads, layout)[0].flatten()
@@ -209,11 +203,9 @@ class Report:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the HTML atomically (temp file + rename); a clear ``OSError`` when ``path`` can't be written."""
-        from ..outputs import write_output
-
         path = check_writable(path)
         try:
-            write_output(path, lambda tmp: Path(tmp).write_text(self.html, encoding="utf-8"))
+            write_text(path, self.html)
         except OSError as e:
             raise OSError(f"cannot write the report to {path}: {e.strerror or e}") from e
         return path
@@ -236,20 +228,16 @@ def render(
     gradients: bool = True,
 ) -> Report:
     """Run ``model`` on ``images`` and build the explorer in memory (see :func:`build`)."""
-    from .. import explain
-
-    check_target(model, target)
+    explain.check_target(target, model.config.num_classes)
     gradients = gradients and model.config.num_classes > 0
     batch, default_names = prepare_images(model, images)
     names = list(names) if names is not None else default_names
     if len(names) != len(batch):
         raise ValueError(f"got {len(names)} names for {len(batch)} images")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     layout = model.token_layout(batch)
     records, chunks = [], []
-    try:
+    with eval_mode(model):
         for i in range(len(batch)):
             x = batch[i : i + 1].to(device)
             with torch.no_grad():
@@ -266,8 +254,6 @@ def render(
             if gradients:
                 record.update(gradient_maps(model, x, target))
             records.append(record)
-    finally:
-        model.train(was_training)
     views = [VIEWS["attention"]] + ([VIEWS["cls"]] if layout.class_index is not None else []) + [VIEWS["rollout"]]
     views += [VIEWS[v] for v in GRADIENT_VIEWS if gradients]
     meta = {

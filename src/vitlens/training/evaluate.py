@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..model import eval_mode
 from . import distributed
 
 
@@ -65,8 +66,25 @@ def evaluate(
     bf16: bool = False,
 ) -> EvalResult:
     """Run ``model`` over ``loader`` (this process's shard) and sum the counts over all processes."""
-    was_training = model.training
-    model.eval()
+    with eval_mode(model):
+        confusion, stats = _counts(model, loader, num_classes, device, bf16)
+    count = int(stats[2].item())
+    if count == 0:
+        raise ValueError("the evaluation set is empty")
+    return EvalResult(
+        top1=float(confusion.diagonal().sum().item() / count),
+        top5=float(stats[1].item() / count),
+        loss=float(stats[0].item() / count),
+        count=count,
+        confusion=confusion.cpu(),
+        classes=classes or [str(i) for i in range(num_classes)],
+    )
+
+
+def _counts(
+    model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device, bf16: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The confusion counts and (loss sum, top-5 hits, count), summed over every process."""
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, top-5 hits, count
     k = min(5, num_classes)
@@ -83,18 +101,7 @@ def evaluate(
         )
     distributed.all_reduce_sum(confusion)
     distributed.all_reduce_sum(stats)
-    model.train(was_training)
-    count = int(stats[2].item())
-    if count == 0:
-        raise ValueError("the evaluation set is empty")
-    return EvalResult(
-        top1=float(confusion.diagonal().sum().item() / count),
-        top5=float(stats[1].item() / count),
-        loss=float(stats[0].item() / count),
-        count=count,
-        confusion=confusion.cpu(),
-        classes=classes or [str(i) for i in range(num_classes)],
-    )
+    return confusion, stats
 
 
 def evaluate_checkpoint(
@@ -112,10 +119,10 @@ def evaluate_checkpoint(
     Writes ``eval.json`` (top-1/top-5, per-class accuracy, confusion counts) and ``confusion.png``
     into ``out`` (default: the checkpoint's folder, or the folder holding the checkpoint file).
     """
-    from .checkpoint import load
-    from .checkpoint.files import write_json
-    from .data.sources import build_dataset
-    from .train_plots import plot_confusion
+    from ..atomic import write_json
+    from ..checkpoint import load
+    from ..data.sources import build_dataset
+    from .plots import plot_confusion
 
     world = distributed.setup(device)
     model = load(model_path).to(world.device)

@@ -7,23 +7,7 @@ from pathlib import Path
 
 import torch
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    from .checkpoint.files import atomic_write
-
-    plt = _pyplot()
-    atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
-    plt.close(fig)
-    return Path(path)
+from ..viz.plot import pyplot, save_figure
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -33,7 +17,7 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 def plot_curves(metrics_path: str | Path, path: str | Path) -> Path:
     """Loss (per logged step and per epoch) and validation accuracy per epoch, side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     records = read_metrics(metrics_path)
     steps = [r for r in records if r.get("kind") == "step"]
     epochs = [r for r in records if r.get("kind") == "epoch"]
@@ -57,12 +41,12 @@ def plot_curves(metrics_path: str | Path, path: str | Path) -> Path:
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def plot_confusion(confusion: torch.Tensor, classes: list[str], path: str | Path, title: str | None = None) -> Path:
     """Row-normalized confusion matrix (true class down, predicted across) with the counts written in."""
-    plt = _pyplot()
+    plt = pyplot()
     counts = torch.as_tensor(confusion).double()
     rates = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
     n = len(classes)
@@ -82,4 +66,4 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], path: str | Path
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, path)

@@ -8,12 +8,16 @@ the self-contained attention explorer for four of them.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 
-from .train import TrainConfig, TrainResult, train
+from .. import explain
+from ..checkpoint import load
+from ..data.sources import build_dataset
+from ..training import TrainConfig, TrainResult, train
+from ..viz import head_grid, overlay
+from ..viz.report import build
 
 NUM_EXAMPLES = 6
 REPORT_DIGITS = 4
@@ -32,8 +36,6 @@ def train_digits(out: Path, seed: int = 0, epochs: int | None = None) -> TrainRe
 
 def first_test_digits(model, count: int) -> tuple[torch.Tensor, list[int]]:
     """The first test image of each digit 0..count-1, pre-processed for ``model``, and the digits."""
-    from .data.sources import build_dataset
-
     test = build_dataset("digits", "test", model.config)
     picks = [next(i for i, label in enumerate(test.targets) if label == d) for d in range(count)]
     return torch.stack([test[i][0] for i in picks]), [int(test.targets[i]) for i in picks]
@@ -41,9 +43,6 @@ def first_test_digits(model, count: int) -> tuple[torch.Tensor, list[int]]:
 
 def attention_pictures(model_dir: Path, out: Path, count: int = NUM_EXAMPLES) -> list[Path]:
     """Per-head class-token maps of the last layer (and rollout, when available) for ``count`` test digits."""
-    from .checkpoint import load
-    from .plot import head_grid
-
     model = load(model_dir).eval()
     images, digits = first_test_digits(model, count)
     with torch.no_grad():
@@ -56,28 +55,21 @@ def attention_pictures(model_dir: Path, out: Path, count: int = NUM_EXAMPLES) ->
         title = f"digit {digit} (predicted {predicted[k]}): class-token attention, last layer"
         written.append(out / f"heads_digit{digit}.png")
         head_grid(maps[k], images[k], path=written[-1], title=title)
-    if importlib.util.find_spec("vitlens.explain") is not None:
-        written += _rollout_pictures(model, images, digits, out)
-    return written
+    return written + _rollout_pictures(model, images, digits, out)
 
 
 def _rollout_pictures(model, images: torch.Tensor, labels: list[int], out: Path) -> list[Path]:
     """Attention rollout of each digit, drawn over it (one PNG per digit)."""
-    from . import explain, plot
-
     heat = explain.rollout(model, images)
     written = []
     for image, label, digit_heat in zip(images, labels, heat):
         written.append(out / f"rollout_digit{label}.png")
-        plot.overlay(image, digit_heat, size=128).save(written[-1])
+        overlay(image, digit_heat, size=128).save(written[-1])
     return written
 
 
 def explorer(model_dir: Path, path: Path, count: int = REPORT_DIGITS) -> Path:
     """The self-contained HTML attention explorer (every layer and head) for ``count`` test digits."""
-    from .checkpoint import load
-    from .report import build
-
     model = load(model_dir).eval()
     images, digits = first_test_digits(model, count)
     return build(model, images, path, names=[f"digit {d}" for d in digits])

@@ -9,7 +9,6 @@ files are the same as a single process writes, and rank 0 writes the JSON for al
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,9 +16,19 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from .model import VisionTransformer
-from .readout import check_target, class_name, display_image, top_predictions
+from .. import explain
+from ..atomic import atomic_write, write_json
+from ..checkpoint import load
+from ..config import list_models
+from ..data import transforms_for
+from ..data.files import read_image, unique_stems
+from ..factory import create_model
+from ..model import VisionTransformer, eval_mode
+from ..training import distributed
+from ..viz import plot
+from ..viz.readout import class_name, display_image, top_predictions
 
 METHODS = ("cls", "rollout", "grad-rollout", "gae")
 SUMMARY_NAME = "explain.json"
@@ -28,17 +37,13 @@ OVERLAY_PIXELS = 224  # small inputs (digits) are enlarged to this for viewing
 
 def load_model(spec: str) -> VisionTransformer:
     """A checkpoint (folder or file, any format :func:`vitlens.load` reads) or a preset name (random weights)."""
-    from . import checkpoint
-    from .config import list_models
-    from .model import create_model
-
     if not Path(spec).exists() and spec in list_models():
         print(
             f"note: {spec} is a preset with random weights; pass a checkpoint to explain a trained model",
             file=sys.stderr,
         )
         return create_model(spec)
-    return checkpoint.load(spec)
+    return load(spec)
 
 
 def check_methods(methods: Sequence[str], model: VisionTransformer) -> list[str]:
@@ -81,11 +86,9 @@ def explain_one(
 ) -> dict[str, Any]:
     """One model-ready image (C, H, W): logits, a (gh, gw) map per method, the class-token maps of
     ``layer`` per head (H, gh, gw), and the attention distance per layer and head (L, H)."""
-    from . import explain
-
     x = image[None].to(next(model.parameters()).device)
     layout = model.token_layout(x)
-    with explain.maps.eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         out = model(x, return_attention=True)
     heads = explain.cls_attention_from(out.attentions[layer], layout)[0] if layout.class_index is not None else None
     maps: dict[str, Tensor] = {}
@@ -107,16 +110,13 @@ def write_pictures(
     model: VisionTransformer, image: Tensor, result: dict[str, Any], folder: Path, layer: int
 ) -> dict[str, str]:
     """Save the overlays, head grid and distance plot of one image into ``folder``; return the file names."""
-    from . import plot
-    from .outputs import write_output
-
     folder.mkdir(parents=True, exist_ok=True)
     pixels = display_image(model, image)
     size = max(OVERLAY_PIXELS, *pixels.shape[:2])
     files: dict[str, str] = {}
     for method, heat in result["maps"].items():
         picture = plot.overlay(pixels, heat.detach().cpu(), size=size)
-        write_output(folder / f"{method}.png", lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
+        atomic_write(folder / f"{method}.png", lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
         files[method] = f"{method}.png"
     if result["heads"] is not None:
         key = f"heads_layer{layer % model.depth}"
@@ -144,15 +144,8 @@ def explain_files(
     Every image is read and checked before anything is written, so a bad file stops the run
     with nothing half-done.
     """
-    from tqdm.auto import tqdm
-
-    from . import distributed
-    from .data import transforms_for
-    from .data.files import read_image, unique_stems
-    from .outputs import write_output
-
     methods = check_methods(methods, model)
-    check_target(model, target)
+    explain.check_target(target, model.config.num_classes)
     model.layers_requested([layer])  # a clear error for a layer the model does not have
     paths = [Path(p) for p in paths]
     for p in paths:
@@ -197,8 +190,7 @@ def explain_files(
             "methods": methods,
             "images": [{k: v for k, v in r.items() if k != "index"} for r in gathered],
         }
-        text = json.dumps(summary, indent=1) + "\n"
-        write_output(out / SUMMARY_NAME, lambda tmp: Path(tmp).write_text(text))
+        write_json(out / SUMMARY_NAME, summary, indent=1)
     distributed.teardown()
     return None if gathered is None else summary["images"]
 

@@ -1,5 +1,5 @@
-"""What one forward pass tells a person: named top predictions, a checked target class, and the
-picture the model actually saw (its pre-processed input with mean/std undone)."""
+"""What one forward pass tells a person: named top predictions, and the picture the model actually
+saw (its pre-processed input with mean/std undone)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .model import VisionTransformer
-
-
-def check_target(model: VisionTransformer, target: int | None) -> None:
-    """``ValueError`` unless ``target`` is None or a class index the model has."""
-    n = model.config.num_classes
-    if target is None:
-        return
-    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < n:
-        raise ValueError(f"target class {target!r} does not exist: the model has {n} classes (0..{n - 1})")
+from ..model import VisionTransformer
 
 
 def class_name(model: VisionTransformer, index: int) -> str:

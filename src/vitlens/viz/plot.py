@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_write
+
 
 def to_numpy_image(image: Any) -> np.ndarray:
     """An image as an (H, W, 3) float array in [0, 1], from a PIL image, array or (C, H, W) tensor."""
@@ -59,7 +61,8 @@ def head_grid(
     return panel_grid(maps, [f"head {h}" for h in range(maps.shape[0])], image, path, title, cmap, alpha)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files, no screen), unless a backend was already chosen."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -69,15 +72,10 @@ def _pyplot():
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Save ``fig`` to ``path`` atomically (temp file, then rename) and close it."""
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
-    _pyplot().close(fig)
+    """Save ``fig`` to ``path`` (format from the suffix; PNG without one), whole or not at all, and close it."""
+    kind = Path(path).suffix.lstrip(".").lower() or "png"
+    path = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=kind))
+    pyplot().close(fig)
     return path
 
 
@@ -91,7 +89,7 @@ def panel_grid(
     alpha: float = 0.6,
 ):
     """One panel per map (K, gh, gw), titled by ``labels``, after the input image when given."""
-    plt = _pyplot()
+    plt = pyplot()
     maps = torch.as_tensor(maps).detach().float().cpu()
     if maps.dim() != 3 or len(labels) != maps.shape[0]:
         raise ValueError(f"expected maps (K, rows, cols) and K labels, got {tuple(maps.shape)} and {len(labels)}")
@@ -179,7 +177,7 @@ def distance_plot(
     ``image_size`` draws a dashed line at the image width for scale. NaN rows (layers without
     maps) are left empty. Returns the figure; saves it to ``path`` when given.
     """
-    plt = _pyplot()
+    plt = pyplot()
     d = torch.as_tensor(distances).detach().float().cpu()
     if d.dim() != 2:
         raise ValueError(f"distance_plot expects distances of shape (layers, heads), got {tuple(d.shape)}")

@@ -1,17 +1,45 @@
-"""The ``vitlens`` command line: the only module that parses arguments.
+"""The ``vitlens`` command line: the parser, one handler per sub-command, and one error boundary.
 
-Each sub-command is a ``_cmd_<name>(args)`` function registered in :func:`build_parser`.
+Each sub-command is a ``_cmd_<name>(args)`` function registered in :func:`build_parser`; the
+heavy modules are imported inside them, so ``vitlens --help`` is quick. Every error a handler
+raises for a reason the user can act on ends in :func:`main`, which prints one line and exits
+non-zero; a missing optional package names the extra that brings it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
+import typing
 from pathlib import Path
+from typing import Any
+
+# The optional packages a command may need, by import name, and the extra that installs them.
+EXTRAS = {
+    "torchvision": "report",
+    "PIL": "viz",
+    "matplotlib": "viz",
+    "numpy": "viz",
+    "tqdm": "report",
+    "safetensors": "report",
+    "sklearn": "train",
+    "skimage": "train",
+    "timm": "compat",
+    "transformers": "compat",
+    "huggingface_hub": "compat",
+    "vit_pytorch": "bench",
+}
+EXIT_ERROR, EXIT_STOPPED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+class StoppedError(RuntimeError):
+    """A run that started and had to stop (e.g. the loss became NaN): exit status 3."""
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded default data; see :mod:`vitlens.demo`."""
+    """The main job on the embedded default data; see :mod:`vitlens.commands.demo`."""
     from .demo import run_demo
 
     run_demo(Path(args.out), seed=args.seed, epochs=args.epochs)
@@ -20,47 +48,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train a preset on a data source (also under torchrun); or continue a run with --resume."""
-    from .train import NonFiniteLossError, TrainConfig, resume, train
+    from ..training import NonFiniteLossError, TrainConfig, resume, train
 
     try:
         if args.resume:
             result = resume(args.resume, device=args.device)
         else:
-            overrides = dict(_parse_override(text) for text in args.set)
-            config = TrainConfig(
-                model=args.model,
-                model_overrides=overrides,
-                data=args.data,
-                data_root=args.data_root,
-                strict=args.strict,
-                out=args.out,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                min_lr=args.min_lr,
-                weight_decay=args.weight_decay,
-                warmup_epochs=args.warmup_epochs,
-                clip_grad=args.clip_grad,
-                label_smoothing=args.label_smoothing,
-                augment=args.augment,
-                mixup=args.mixup,
-                cutmix=args.cutmix,
-                ema=args.ema,
-                amp=args.amp,
-                compile=args.compile,
-                seed=args.seed,
-                workers=args.workers,
-                device=args.device,
-                overwrite=args.overwrite,
-                log_every=args.log_every,
-            )
-            result = train(config)
+            values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+            values["model_overrides"] = dict(values["model_overrides"])
+            result = train(TrainConfig(**values))
     except NonFiniteLossError as e:
-        print(f"vitlens train: stopped: {e}", file=sys.stderr)
-        return 3
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"vitlens train: error: {e}", file=sys.stderr)
-        return 2
+        raise StoppedError(str(e)) from e
     if result.last is not None and result.out is not None:
         print(f"best top-1 {result.best_top1:.2%}, last {result.last.top1:.2%}, {result.seconds:.0f} s -> {result.out}")
     return 0
@@ -68,11 +66,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _parse_override(text: str) -> tuple[str, object]:
     """``name=value`` for --set; the value is read as JSON when it parses (numbers, true, lists)."""
-    import json
-
     name, sep, value = text.partition("=")
     if not sep or not name:
-        raise SystemExit(f"vitlens train: --set expects name=value, got {text!r}")
+        raise argparse.ArgumentTypeError(f"--set expects NAME=VALUE, got {text!r}")
     try:
         return name, json.loads(value)
     except json.JSONDecodeError:
@@ -81,21 +77,17 @@ def _parse_override(text: str) -> tuple[str, object]:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Top-1/top-5, per-class accuracy and a confusion matrix of any checkpoint vitlens.load reads."""
-    from .evaluate import evaluate_checkpoint
+    from ..training import evaluate_checkpoint
 
-    try:
-        result = evaluate_checkpoint(
-            args.model,
-            args.data,
-            out=args.out,
-            batch_size=args.batch_size,
-            device=args.device,
-            data_root=args.data_root,
-            strict=args.strict,
-        )
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"vitlens eval: error: {e}", file=sys.stderr)
-        return 2
+    result = evaluate_checkpoint(
+        args.model,
+        args.data,
+        out=args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        data_root=args.data_root,
+        strict=args.strict,
+    )
     if result is not None:
         worst = sorted(result.per_class.items(), key=lambda kv: kv[1])[:3]
         print(
@@ -107,41 +99,32 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     """Read a vitlens / timm / Hugging Face / torchvision checkpoint and write it in another layout."""
-    from .checkpoint import convert
+    from ..checkpoint import convert
 
-    overrides = {"img_size": args.img_size} if args.img_size else {}
-    try:
-        out = convert(
-            args.src,
-            args.dst,
-            args.to,
-            legacy_hf=args.legacy_hf_names,
-            preset=args.preset,
-            num_heads=args.num_heads,
-            strict=not args.no_strict,
-            pos_interp=args.pos_interp,
-            **overrides,
-        )
-    except (ValueError, OSError) as e:
-        print(f"vitlens convert: error: {e}", file=sys.stderr)
-        return 2
+    out = convert(
+        args.src,
+        args.dst,
+        args.to,
+        legacy_hf=args.legacy_hf_names,
+        preset=args.preset,
+        num_heads=args.num_heads,
+        strict=not args.no_strict,
+        pos_interp=args.pos_interp,
+        img_size=args.img_size,
+    )
     print(f"wrote {out} ({args.to})")
     return 0
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     """Overlays per method, a head grid, a distance plot and a JSON of numbers per image (torchrun-ready)."""
-    from .data.files import collect_image_paths
-    from .pictures import METHODS, explain_files, load_model
+    from ..data.files import collect_image_paths
+    from .explain import METHODS, explain_files, load_model
 
     methods = [m for spec in args.method for m in spec.split(",") if m] if args.method else list(METHODS)
-    try:
-        paths = collect_image_paths(args.image)
-        model = load_model(args.model)
-        records = explain_files(model, paths, Path(args.out), methods, args.target, args.layer, args.top_k)
-    except (ValueError, OSError) as e:
-        print(f"vitlens explain: error: {e}", file=sys.stderr)
-        return 2
+    paths = collect_image_paths(args.image)
+    model = load_model(args.model)
+    records = explain_files(model, paths, Path(args.out), methods, args.target, args.layer, args.top_k)
     if records is not None:
         print(f"explained {len(records)} image(s) into {args.out}")
     return 0
@@ -149,17 +132,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     """One self-contained HTML attention explorer for a few images."""
-    from .data.files import collect_image_paths
-    from .pictures import load_model
-    from .report import build
+    from ..data.files import collect_image_paths
+    from ..viz.report import build
+    from .explain import load_model
 
-    try:
-        paths = collect_image_paths(args.image)
-        model = load_model(args.model)
-        path = build(model, paths, args.out, target=args.target, top_k=args.top_k)
-    except (ValueError, OSError) as e:
-        print(f"vitlens report: error: {e}", file=sys.stderr)
-        return 2
+    paths = collect_image_paths(args.image)
+    model = load_model(args.model)
+    path = build(model, paths, args.out, target=args.target, top_k=args.top_k)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {len(paths)} image(s))")
     return 0
 
@@ -168,26 +147,44 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     """Speed of a preset against timm, Hugging Face, torchvision and vit-pytorch; see :mod:`vitlens.bench`."""
     import torch
 
-    from .bench import BenchCase, default_dtype, machine_info, matmul_peak_gflops, run_case, write_results
+    from ..bench import BenchCase, default_dtype, machine_info, matmul_peak_gflops, run_case, write_results
 
     modes = tuple(m for m in ",".join(args.modes).split(",") if m)
-    try:
-        case = BenchCase(args.model, args.model, args.batch, args.img_size)
-        if modes:
-            case = BenchCase(args.model, args.model, args.batch, args.img_size, modes)
-        case.build()  # a bad preset, size or mode fails here, before anything is timed
-        device = torch.device(args.device)
-        dtype = default_dtype(device)
-        peak = matmul_peak_gflops(device, dtype)
-        result = run_case(case, [p for p in args.peers.split(",") if p], args.repeats, device, dtype, peak)
-    except (ValueError, RuntimeError) as e:
-        print(f"vitlens bench: error: {e}", file=sys.stderr)
-        return 2
+    case = BenchCase(args.model, args.model, args.batch, args.img_size, *([modes] if modes else []))
+    case.build()  # a bad preset, size or mode fails here, before anything is timed
+    device = torch.device(args.device)
+    dtype = default_dtype(device)
+    peak = matmul_peak_gflops(device, dtype)
+    result = run_case(case, [p for p in args.peers.split(",") if p], args.repeats, device, dtype, peak)
     if args.out:
         report = {"machine": machine_info(device), "dtype": str(dtype), "matmul_peak_gflops": peak, "cases": [result]}
         json_path, md_path = write_results(report, args.out, stem=args.model)
         print(f"wrote {json_path} and {md_path}")
     return 0
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of dataclass ``cls`` that carries ``help`` metadata (``batch_size`` -> ``--batch-size``).
+
+    Types come from the annotations; booleans get ``--x/--no-x``; a ``dict`` field is a repeatable
+    ``NAME=VALUE`` flag; ``choices``, ``flag`` and ``metavar`` metadata are passed on.
+    """
+    types = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata:
+            continue
+        meta, kind = f.metadata, types[f.name]
+        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        options: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
+        if "metavar" in meta:
+            options["metavar"] = meta["metavar"]
+        base = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
+        if typing.get_origin(kind) is dict:
+            parser.add_argument(flag, action="append", type=_parse_override, default=[], **options)
+        elif base[0] is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, **options)
+        else:
+            parser.add_argument(flag, type=base[0], default=f.default, choices=meta.get("choices"), **options)
 
 
 def _add_image_arguments(p: argparse.ArgumentParser) -> None:
@@ -199,62 +196,28 @@ def _add_image_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..bench.cases import MODES
+    from ..bench.contenders import PEERS
+    from ..checkpoint.convert import FORMATS
+    from ..config import POS_INTERPOLATIONS
+    from ..training.config import TrainConfig
+
     parser = argparse.ArgumentParser(prog="vitlens", description="A Vision Transformer whose attention you can see.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="train vit_digits on the bundled digits, evaluate, draw its attention")
     p.add_argument("--out", default="runs/demo", help="output folder, replaced on each run (default: runs/demo)")
-    p.add_argument("--epochs", type=int, help="train for fewer or more epochs than the recipe's 30")
+    p.add_argument("--epochs", type=int, help="train for fewer or more epochs than the recipe's")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
 
-    from .data.augment import AUGMENTS
-    from .train import TrainConfig
-
-    d = TrainConfig()  # the defaults: the vit_digits recipe
     p = sub.add_parser(
         "train",
         help="train a ViT (runs data-parallel under torchrun)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", default=d.model, help="preset name")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override a model config field, e.g. --set depth=6 (repeatable)",
-    )
-    p.add_argument(
-        "--data",
-        default=d.data,
-        help="digits, cluttered-digits, imagefolder:PATH, cifar10, cifar100, mnist, fashion-mnist, fake",
-    )
-    p.add_argument(
-        "--data-root", help="where torchvision data sets live (default: $VITLENS_DATA or ~/.cache/vitlens/datasets)"
-    )
-    p.add_argument("--strict", action="store_true", help="fail on unreadable image files instead of skipping them")
-    p.add_argument("--out", default=d.out, help="run folder")
+    add_dataclass_arguments(p, TrainConfig)
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, split over processes")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
-    p.add_argument("--min-lr", type=float, default=d.min_lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--clip-grad", type=float, default=d.clip_grad, help="max gradient norm, 0 = off")
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--augment", default=d.augment, choices=AUGMENTS)
-    p.add_argument("--mixup", type=float, default=d.mixup, help="MixUp alpha, 0 = off")
-    p.add_argument("--cutmix", type=float, default=d.cutmix, help="CutMix alpha, 0 = off")
-    p.add_argument("--ema", type=float, default=d.ema, help="EMA decay per step (e.g. 0.999), 0 = off")
-    p.add_argument("--amp", default=d.amp, choices=("auto", "bf16", "none"), help="bf16 autocast; auto = on CUDA only")
-    p.add_argument("--compile", action="store_true", help="torch.compile the training forward (worth it on GPUs)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers, help="data-loader worker processes")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
-    p.add_argument("--log-every", type=int, default=d.log_every, help="steps between metrics.jsonl loss lines")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
@@ -283,26 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a checkpoint between vitlens, timm, Hugging Face and torchvision")
     p.add_argument("src", help="checkpoint folder or file (format detected from its keys)")
-    p.add_argument("dst", help="output: a folder for vitlens/hf, a .safetensors or .pth file for timm/torchvision")
-    p.add_argument(
-        "--to",
-        default="vitlens",
-        choices=("vitlens", "timm", "hf", "torchvision"),
-        help="output layout (default: vitlens)",
-    )
+    p.add_argument("dst", help="output: a folder (vitlens, hf, timm) or a .safetensors / .pth file (timm, torchvision)")
+    p.add_argument("--to", default="vitlens", choices=FORMATS, help="output layout (default: vitlens)")
     p.add_argument("--preset", help="timm model name supplying what the weights cannot show (heads, pooling)")
     p.add_argument("--num-heads", type=int, help="number of attention heads, when no config or name says it")
     p.add_argument("--img-size", type=int, help="resample the position embeddings to this image size")
     p.add_argument(
         "--pos-interp",
-        choices=("timm", "hf", "torchvision"),
+        choices=POS_INTERPOLATIONS,
         help="resampling rule for --img-size (default: the source library's)",
     )
     p.add_argument("--no-strict", action="store_true", help="load what fits and warn about the rest")
     p.add_argument("--legacy-hf-names", action="store_true", help="write transformers 4.x key names (--to hf)")
     p.set_defaults(func=_cmd_convert)
-
-    from .bench import MODES, PEERS
 
     p = sub.add_parser("bench", help="time a preset against timm, Hugging Face, torchvision (same weights)")
     p.add_argument("--model", default="vit_small_patch16_224", help="preset name (default: vit_small_patch16_224)")
@@ -328,13 +284,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _missing_package(error: ModuleNotFoundError, command: str) -> str:
+    """What to install for a missing optional package, named by its extra."""
+    package = (error.name or "").split(".")[0]
+    extra = EXTRAS.get(package)
+    if extra is None:
+        return f"cannot import {error.name!r} ({error})"
+    return f"`vitlens {command}` needs the package {package!r}: pip install 'vitlens[{extra}]'"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; every user-facing failure is one ``vitlens CMD: error: ...`` line and exit 2."""
     args = build_parser().parse_args(argv)
     if not getattr(args, "system_allocator", False):
-        from .allocator import tune_cpu_allocator
+        from ..allocator import tune_cpu_allocator
 
         tune_cpu_allocator()  # this process is ours: keep freed memory for the next forward
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except StoppedError as e:
+        print(f"vitlens {args.command}: stopped: {e}", file=sys.stderr)
+        return EXIT_STOPPED
+    except ModuleNotFoundError as e:
+        print(f"vitlens {args.command}: error: {_missing_package(e, args.command)}", file=sys.stderr)
+        return EXIT_ERROR
+    except (ValueError, OSError, RuntimeError, ImportError) as e:  # CheckpointError is a ValueError
+        print(f"vitlens {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"vitlens {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,13 +8,12 @@ resumed with :func:`resume` ends with the same weights, bit for bit on CPU, as o
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..atomic import write_json, write_text
+from ..config import get_config
+from ..data.augment import BatchAffine, batch_mixer
+from ..data.sources import build_dataset
+from ..factory import create_model
+from ..model import VisionTransformer
 from . import distributed
-from .checkpoint.files import atomic_write, write_json
-from .config import get_config
+from .config import TrainConfig
 from .evaluate import EvalResult, autocast, evaluate, shard
-from .model import VisionTransformer, create_model
-from .train_state import read_state, resolve_checkpoint, rng_states, set_rng_states, write_checkpoint
+from .state import read_state, resolve_checkpoint, rng_states, set_rng_states, write_checkpoint
 
 RUN_CONFIG = "train_config.json"
 METRICS = "metrics.jsonl"
@@ -38,57 +41,6 @@ RUN_FILES = ("last", "best", ".last.old", ".best.old", RUN_CONFIG, METRICS, "cur
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped and its last good checkpoint is kept."""
-
-
-@dataclass
-class TrainConfig:
-    """One training run. The defaults are the ``vit_digits`` recipe on the bundled digits (see the preset)."""
-
-    model: str = "vit_digits"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    data: str = "digits"
-    data_root: str | None = None
-    strict: bool = False
-    out: str = "runs/train"
-    epochs: int = 60
-    batch_size: int = 32  # global: split over the processes, so results do not depend on their number
-    lr: float = 2e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 0.05
-    warmup_epochs: float = 2.0  # linear warm-up, at most a fifth of the run
-    clip_grad: float = 1.0  # max gradient norm; 0 turns clipping off
-    label_smoothing: float = 0.1
-    augment: str = "affine"
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    ema: float = 0.0  # EMA decay per step (e.g. 0.999); 0 turns EMA off
-    amp: str = "auto"  # 'bf16', 'none', or 'auto' (bf16 on CUDA, fp32 on CPU)
-    compile: bool = False  # torch.compile the training forward (and so its backward)
-    seed: int = 0
-    workers: int = 0
-    device: str = "auto"
-    log_every: int = 10
-    overwrite: bool = False
-    progress: bool | None = None  # None: bars on a terminal, plain lines otherwise
-
-    def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
-        if self.amp not in ("auto", "bf16", "none"):
-            raise ValueError(f"amp must be 'auto', 'bf16' or 'none', got {self.amp!r}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema is a decay in [0, 1), got {self.ema}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s): {unknown}")
-        return cls(**d)
 
 
 @dataclass
@@ -168,7 +120,7 @@ class MetricsLog:
         keep = [
             line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
         ]
-        atomic_write(self.path, lambda p: Path(p).write_text("".join(line + "\n" for line in keep)))
+        write_text(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
@@ -181,8 +133,6 @@ class Trainer:
     """The pieces of one run, built once; :meth:`fit` runs the epochs."""
 
     def __init__(self, config: TrainConfig, world: distributed.World, state: dict[str, Any] | None = None) -> None:
-        from .data.sources import build_dataset
-
         config.validate()
         self.config, self.world, self.device = config, world, world.device
         self.out = Path(config.out)
@@ -227,14 +177,10 @@ class Trainer:
         self.ema = build_ema(self.model, config.ema)
         self.affine = None
         if config.augment == "affine":
-            from .data.augment import BatchAffine
-
             fill = tuple(-m / s for m, s in zip(model_cfg.image_mean, model_cfg.image_std))  # black, normalized
             self.affine = BatchAffine(len(self.train_set), fill=fill[: model_cfg.in_chans], seed=config.seed)
         self.mixer = None
         if config.mixup > 0 or config.cutmix > 0:
-            from .data.augment import batch_mixer
-
             self.mixer = batch_mixer(len(self.classes), config.mixup, config.cutmix)
         self.bf16 = use_bf16(config.amp, self.device)
         self.epoch, self.step, self.best_top1 = 0, 0, -1.0
@@ -439,7 +385,7 @@ def _finish(trainer: Trainer, result: EvalResult | None, started: float) -> Trai
     """Curves and the confusion matrix of the best checkpoint (rank 0), then leave the process group."""
     out = trainer.out
     if trainer.world.is_main:
-        from .train_plots import plot_confusion, plot_curves
+        from .plots import plot_confusion, plot_curves  # matplotlib is needed only here, at the end
 
         plot_curves(out / METRICS, out / "curves.png")
         if result is not None:

@@ -1,0 +1,151 @@
+"""From a reader's findings to a loaded model: the config, position resampling, a new head, a strict load.
+
+Every reader (files on disk, live timm / Hugging Face / torchvision models) ends in :func:`build`
+with a :class:`Reading`: the tensors renamed to vitlens's keys, and what the tensors cannot show
+(``hints``: heads, pooling, pre-processing, class names). What happens next is the same for all:
+
+* the config comes from the shapes, then the hints, then the caller's overrides;
+* ``img_size`` (or the size the source's own pre-processing produces) resamples the stored
+  position embeddings once, by the source library's rule unless ``pos_interp`` names another;
+* ``num_classes`` other than the stored head's keeps the backbone and starts a new head, as timm does;
+* every key and shape is checked; ``strict=False`` loads what fits and warns with the rest.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import POS_INTERPOLATIONS, ViTConfig
+from ..layers import resample_pos_embed
+from ..model import VisionTransformer
+from .files import CheckpointError, describe
+from .infer import config_from_state
+
+HEAD_KEYS = ("head.", "head_dist.")
+
+
+@dataclass
+class Reading:
+    """What a reader understood of one checkpoint.
+
+    ``state``: tensors under vitlens's names. ``hints``: config fields the tensors cannot show
+    (``input_size``, when present, is the size the source's pre-processing outputs). ``config``: a
+    complete config when the checkpoint carries one (vitlens's own format); hints are then unused.
+    ``origin`` maps vitlens keys back to the file's own (for messages); ``ignored`` lists source
+    tensors that are deliberately not part of the model, with ``ignored_why``.
+    """
+
+    state: dict[str, Tensor]
+    where: str
+    source: str
+    hints: dict[str, Any] = field(default_factory=dict)
+    config: ViTConfig | None = None
+    origin: dict[str, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    ignored_why: str = ""
+
+
+def build(
+    reading: Reading,
+    *,
+    strict: bool = True,
+    pos_interp: str | None = None,
+    img_size: int | tuple[int, int] | None = None,
+    **overrides: Any,
+) -> VisionTransformer:
+    """The model ``reading`` describes, with ``overrides`` (ViTConfig fields) applied; see the module doc."""
+    hints = dict(reading.hints)
+    input_size = hints.pop("input_size", None)
+    target = img_size if img_size is not None else input_size
+    num_classes = overrides.pop("num_classes", None)
+    if reading.config is not None:
+        config = reading.config.replace(**overrides) if overrides else reading.config
+    else:
+        config = config_from_state(reading.state, hints, overrides, reading.where, reading.source)
+    method = pos_interp or config.pos_embed_interp
+    if method not in POS_INTERPOLATIONS:
+        raise ValueError(f"pos_interp must be one of {POS_INTERPOLATIONS}, got {method!r}")
+    config = config.replace(pos_embed_interp=method)
+    state = reading.state
+    if target is not None:
+        state, config = _resample_positions(state, config, target, method)
+    new_head = num_classes is not None and int(num_classes) != config.num_classes
+    if new_head:
+        state = {k: v for k, v in state.items() if not k.startswith(HEAD_KEYS)}
+        config = config.replace(num_classes=int(num_classes), labels=None)
+    with torch.device("meta"):  # shapes only: no time spent on a random init the weights replace
+        shell = VisionTransformer(config)
+    expected = {k: v.shape for k, v in shell.state_dict().items()}
+    fresh = {k for k in expected if k.startswith(HEAD_KEYS)} if new_head else set()
+    fitting = check_state({k: s for k, s in expected.items() if k not in fresh}, state, strict=strict, reading=reading)
+    # The model lives where the weights are: the CPU for files, the source model's device for from_*.
+    device = next(iter(fitting.values())).device if fitting else torch.device("cpu")
+    if len(fitting) == len(expected) and not any(True for _ in shell.buffers()):
+        model = shell.to_empty(device=device)  # every tensor is overwritten below
+    else:
+        model = VisionTransformer(config).to(device)  # what the file lacks (a new head) keeps its initialisation
+    model.load_state_dict(fitting, strict=False)
+    return model.eval()
+
+
+def _resample_positions(
+    state: dict[str, Tensor], config: ViTConfig, target: int | tuple[int, int], method: str
+) -> tuple[dict[str, Tensor], ViTConfig]:
+    """The state and config for input size ``target``: stored patch positions resampled by ``method``."""
+    resized = config.replace(img_size=tuple(target) if isinstance(target, list) else target)
+    if resized.grid_size == config.grid_size or "pos_embed" not in state or config.pos_embed != "learn":
+        return state, resized
+    n = 0 if config.no_embed_class else config.num_prefix_tokens
+    pos = state["pos_embed"]
+    if pos.shape[1] != n + config.grid_size[0] * config.grid_size[1]:
+        return state, resized  # the shape check names the mismatch
+    patches = resample_pos_embed(pos[:, n:], config.grid_size, resized.grid_size, method)
+    return {**state, "pos_embed": patches if n == 0 else torch.cat([pos[:, :n], patches], dim=1)}, resized
+
+
+def check_state(
+    expected: dict[str, torch.Size], state: dict[str, Tensor], *, strict: bool, reading: Reading
+) -> dict[str, Tensor]:
+    """The tensors of ``state`` that fit; name the file, keys and shapes of anything that does not.
+
+    ``strict``: any missing, unexpected or mis-shaped key is a :class:`CheckpointError`;
+    otherwise a warning lists them. Keys that are in ``state`` but deliberately left out of
+    ``expected`` (an old head replaced by a new one) are neither.
+    """
+    name = lambda k: reading.origin.get(k, k)  # the key as the file spells it
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [k for k in expected if k in state and state[k].shape != expected[k]]
+    problems = []
+    if missing:
+        problems.append(
+            "missing keys (model expects): " + describe(map(name, missing), {name(k): expected[k] for k in missing})
+        )
+    if unexpected:
+        problems.append(
+            "unexpected keys: " + describe(map(name, unexpected), {name(k): state[k].shape for k in unexpected})
+        )
+    if mismatched:
+        problems.append(
+            "shape mismatch: "
+            + ", ".join(
+                f"{name(k)} {tuple(state[k].shape)} in the file vs {tuple(expected[k])} in the model"
+                for k in mismatched[:5]
+            )
+            + (f" and {len(mismatched) - 5} more" if len(mismatched) > 5 else "")
+        )
+    where = reading.where
+    if problems and strict:
+        raise CheckpointError(
+            f"{where} does not fit the model: " + "; ".join(problems) + ". Pass strict=False to load what fits."
+        )
+    if problems:
+        warnings.warn(f"{where}: loaded with strict=False, skipped " + "; ".join(problems), stacklevel=3)
+    if reading.ignored:
+        warnings.warn(f"{where}: set aside {', '.join(reading.ignored)} ({reading.ignored_why})", stacklevel=3)
+    return {k: v for k, v in state.items() if k in expected and k not in mismatched}
