@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import sys
 import typing
@@ -30,6 +31,15 @@ EXTRAS = {
     "transformers": "compat",
     "huggingface_hub": "compat",
     "vit_pytorch": "bench",
+}
+# What each command always needs beyond torch, checked before it starts (not after an hour of training).
+REQUIRES = {
+    "demo": ("torchvision", "sklearn", "matplotlib", "PIL", "safetensors"),
+    "train": ("torchvision", "matplotlib", "safetensors"),
+    "eval": ("torchvision", "matplotlib", "safetensors"),
+    "explain": ("torchvision", "matplotlib", "PIL", "tqdm", "safetensors"),
+    "report": ("torchvision", "matplotlib", "PIL", "numpy", "safetensors"),
+    "convert": ("safetensors",),
 }
 EXIT_ERROR, EXIT_STOPPED, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -284,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _require(modules: tuple[str, ...]) -> None:
+    """``ModuleNotFoundError`` for the first of ``modules`` that is not installed."""
+    for name in modules:
+        if importlib.util.find_spec(name) is None:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
 def _missing_package(error: ModuleNotFoundError, command: str) -> str:
     """What to install for a missing optional package, named by its extra."""
     package = (error.name or "").split(".")[0]
@@ -301,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tune_cpu_allocator()  # this process is ours: keep freed memory for the next forward
     try:
+        _require(REQUIRES.get(args.command, ()))
         return int(args.func(args) or 0)
     except StoppedError as e:
         print(f"vitlens {args.command}: stopped: {e}", file=sys.stderr)
