@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-POOLINGS = ("token", "avg")
+POOLINGS = ("token", "avg", "map")
 POS_EMBEDS = ("learn", "sincos2d", "none")
-ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swiglu")
-NORMS = ("layernorm", "none")
+ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
+MLP_LAYERS = ("mlp", "swiglu_packed", "swiglu")
+NORMS = ("layernorm", "rmsnorm", "none")
+BLOCK_TYPES = ("pre_norm", "post_norm")
 POS_INTERPOLATIONS = ("timm", "hf", "torchvision")
 CROP_MODES = ("center", "squash", "border")
 CROP_ROUNDINGS = ("round", "floor")
@@ -27,16 +29,24 @@ class ViTConfig:
     """Everything needed to build a :class:`vitlens.VisionTransformer`.
 
     Architecture fields use timm's names. ``mlp_dim`` (when set) overrides ``mlp_ratio`` with an
-    exact hidden width. ``norm_layer='none'`` removes every LayerNorm (only the seed model wants
-    that). ``pos_embed_interp`` picks whose resampling rule is used when the input grid differs
-    from ``img_size`` (see :func:`vitlens.model.resample_pos_embed`). The pre-processing fields
-    (``image_mean``, ``image_std``, ``interpolation``, ``crop_pct``, ``crop_mode``) and ``labels`` describe
-    how images must be prepared and what the classes are called; they do not change the network.
-    ``crop_mode`` follows timm: ``'center'`` resizes the short side to ``img_size / crop_pct`` and
-    centre-crops; ``'squash'`` resizes both sides to it, ignoring the aspect ratio (Hugging Face ViT);
-    ``'border'`` fits the long side and pads the rest with the mean colour. ``crop_rounding`` says
-    how an odd margin is split: ``'round'`` as torchvision (and so timm), ``'floor'`` as Hugging Face's
-    processors. :func:`vitlens.transforms_for` builds the transform from these fields.
+    exact hidden width (the first layer's output width). ``mlp_layer`` picks the feed-forward
+    layout: ``'mlp'`` (fc1 -> act -> fc2), ``'swiglu_packed'`` (fc1 gives both halves of a gated unit:
+    act(a) * b, DINOv2-giant) or ``'swiglu'`` (separate ``fc1_g`` / ``fc1_x``, AIMv2, EVA-02);
+    ``mlp_norm`` puts a norm on the hidden units (timm's ``scale_mlp_norm``), ``attn_norm`` one on
+    the heads' output before the projection (``scale_attn_norm``). ``norm_layer='none'`` removes every
+    norm (only the seed model wants that). ``block_type='post_norm'`` normalizes each branch's output
+    instead of its input (timm's ``ResPostBlock``). ``global_pool='map'`` pools with a learned query
+    attending over the tokens (SigLIP's attention pool); its maps come back as ``pool_attention``.
+    ``pos_embed_interp`` picks whose resampling rule is used when the input grid differs from
+    ``img_size`` (see :func:`vitlens.layers.resample_pos_embed`). The pre-processing fields
+    (``image_mean``, ``image_std``, ``interpolation``, ``crop_pct``, ``crop_mode``, ``crop_rounding``)
+    and ``labels`` describe how images must be prepared and what the classes are called; they do not
+    change the network. ``crop_mode`` follows timm: ``'center'`` resizes the short side to
+    ``img_size / crop_pct`` and centre-crops; ``'squash'`` resizes both sides to it, ignoring the
+    aspect ratio (Hugging Face ViT); ``'border'`` fits the long side and pads the rest with the mean
+    colour. ``crop_rounding`` says how an odd margin is split: ``'round'`` as torchvision (and so
+    timm), ``'floor'`` as Hugging Face's processors. :func:`vitlens.transforms_for` builds the
+    transform from these fields.
     """
 
     img_size: int | tuple[int, int] = 224
@@ -50,9 +60,13 @@ class ViTConfig:
     mlp_dim: int | None = None
     qkv_bias: bool = True
     qk_norm: bool = False
+    attn_norm: bool = False
+    proj_bias: bool = True
     class_token: bool = True
     global_pool: str = "token"
     reg_tokens: int = 0
+    attn_pool_num_heads: int | None = None
+    attn_pool_mlp_ratio: float | None = None
     distilled: bool = False
     no_embed_class: bool = False
     pos_embed: str = "learn"
@@ -62,9 +76,14 @@ class ViTConfig:
     fc_norm: bool | None = None
     init_values: float | None = None
     act_layer: str = "gelu"
+    mlp_layer: str = "mlp"
+    mlp_norm: bool = False
     norm_layer: str = "layernorm"
     norm_eps: float = 1e-6
+    block_type: str = "pre_norm"
     patch_bias: bool = True
+    patch_norm: bool = False
+    pool_include_prefix: bool = False
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     proj_drop_rate: float = 0.0
@@ -80,6 +99,8 @@ class ViTConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.act_layer == "swiglu":  # the name configs written before mlp_layer existed used
+            self.act_layer, self.mlp_layer = "silu", "swiglu_packed"
         if isinstance(self.img_size, list):
             self.img_size = tuple(self.img_size)
         self.image_mean = tuple(float(v) for v in self.image_mean)
@@ -98,7 +119,9 @@ class ViTConfig:
         choice("global_pool", POOLINGS)
         choice("pos_embed", POS_EMBEDS)
         choice("act_layer", ACTIVATIONS)
+        choice("mlp_layer", MLP_LAYERS)
         choice("norm_layer", NORMS)
+        choice("block_type", BLOCK_TYPES)
         choice("pos_embed_interp", POS_INTERPOLATIONS)
         choice("crop_mode", CROP_MODES)
         choice("crop_rounding", CROP_ROUNDINGS)
@@ -125,8 +148,8 @@ class ViTConfig:
             raise ValueError(
                 f"ViTConfig.img_size {self.img_hw} must be a positive multiple of patch_size {self.patch_size}"
             )
-        if self.act_layer == "swiglu" and self.hidden_dim % 2:
-            raise ValueError(f"act_layer='swiglu' packs two halves: hidden width {self.hidden_dim} must be even")
+        if self.mlp_layer == "swiglu_packed" and self.hidden_dim % 2:
+            raise ValueError(f"mlp_layer='swiglu_packed' packs two halves: hidden width {self.hidden_dim} must be even")
 
     # ------------------------------------------------------------ derived values
     @property
@@ -150,6 +173,11 @@ class ViTConfig:
     def hidden_dim(self) -> int:
         """Width of the MLP's hidden layer."""
         return self.mlp_dim if self.mlp_dim is not None else int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def gated_dim(self) -> int:
+        """Width of the MLP's activations: half the first layer's for a packed gated unit."""
+        return self.hidden_dim // 2 if self.mlp_layer == "swiglu_packed" else self.hidden_dim
 
     @property
     def use_fc_norm(self) -> bool:
@@ -212,7 +240,9 @@ _DINOV2 = dict(
     crop_pct=1.0,
 )
 _DINOV2_REG = dict(_DINOV2, reg_tokens=4, no_embed_class=True)
-_GIANT = dict(embed_dim=1536, depth=40, num_heads=24, act_layer="swiglu", mlp_ratio=2.66667 * 2)
+_GIANT = dict(
+    embed_dim=1536, depth=40, num_heads=24, act_layer="silu", mlp_layer="swiglu_packed", mlp_ratio=2.66667 * 2
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # timm / Google ViT (augreg weights use mean = std = 0.5)

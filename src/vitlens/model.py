@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import ViTConfig
-from .layers import Block, PatchEmbed, make_norm, resample_pos_embed, sincos_2d
+from .layers import AttentionPool, Block, PatchEmbed, make_norm, resample_pos_embed, sincos_2d
 
 AttentionRequest = Union[bool, int, Sequence[int]]
 
@@ -27,12 +27,15 @@ class ViTOutput:
 
     ``attentions`` holds one entry per layer: a (B, heads, N, N) tensor of post-softmax,
     pre-dropout attention probabilities for the layers asked for, ``None`` for the others.
-    ``features`` are the final-norm tokens (B, N, D) that the head reads.
+    ``features`` are the final-norm tokens (B, N, D) that the head reads. ``pool_attention`` is,
+    for a model that pools with an attention pool (``global_pool='map'``), where its query looked:
+    (B, pool heads, 1, N) over all N tokens (0 for prefix tokens it does not read); else ``None``.
     """
 
     logits: Tensor
     attentions: tuple[Tensor | None, ...]
     features: Tensor
+    pool_attention: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ class VisionTransformer(nn.Module):
         self.config = c = config
         D = c.embed_dim
         self.num_prefix_tokens = c.num_prefix_tokens
-        self.patch_embed = PatchEmbed(c.patch_size, c.in_chans, D, bias=c.patch_bias)
+        patch_norm = make_norm(c.norm_layer, D, c.norm_eps) if c.patch_norm else None
+        self.patch_embed = PatchEmbed(c.patch_size, c.in_chans, D, bias=c.patch_bias, norm=patch_norm)
 
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if c.class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, D)) if c.distilled else None
@@ -96,26 +100,16 @@ class VisionTransformer(nn.Module):
         self.norm_pre = make_norm(c.norm_layer, D, c.norm_eps) if c.pre_norm else nn.Identity()
 
         drop_path = torch.linspace(0, c.drop_path_rate, c.depth, device="cpu").tolist()  # also under meta
-        self.blocks = nn.ModuleList(
-            Block(
-                D,
-                c.num_heads,
-                c.hidden_dim,
-                qkv_bias=c.qkv_bias,
-                qk_norm=c.qk_norm,
-                init_values=c.init_values,
-                act_layer=c.act_layer,
-                norm_layer=c.norm_layer,
-                norm_eps=c.norm_eps,
-                attn_drop=c.attn_drop_rate,
-                proj_drop=c.proj_drop_rate,
-                drop_path=drop_path[i],
-            )
-            for i in range(c.depth)
-        )
+        self.blocks = nn.ModuleList(Block(c, drop_path=drop_path[i]) for i in range(c.depth))
         # timm's rule: the final norm sits after the pooling (fc_norm) or before it (norm), or nowhere
         self.norm = make_norm(c.norm_layer, D, c.norm_eps) if c.final_norm and not c.use_fc_norm else nn.Identity()
         self.fc_norm = make_norm(c.norm_layer, D, c.norm_eps) if c.final_norm and c.use_fc_norm else nn.Identity()
+        self.attn_pool = None
+        if c.global_pool == "map":
+            pool_heads, pool_ratio = c.attn_pool_num_heads or c.num_heads, c.attn_pool_mlp_ratio or c.mlp_ratio
+            self.attn_pool = AttentionPool(
+                D, pool_heads, int(D * pool_ratio), act_layer=c.act_layer, norm_layer=c.norm_layer, norm_eps=c.norm_eps
+            )
         self.head_drop = nn.Dropout(c.drop_rate)
         self.head = nn.Linear(D, c.num_classes) if c.num_classes else nn.Identity()
         self.head_dist = nn.Linear(D, c.num_classes) if c.distilled and c.num_classes else None
@@ -210,39 +204,55 @@ class VisionTransformer(nn.Module):
         return self.norm(x)
 
     def forward_head(self, tokens: Tensor, pre_logits: bool = False) -> Tensor:
-        """Pool the tokens (class token or patch mean), then the classifier; ``pre_logits``: the pooled features.
+        """Pool the tokens (class token, patch mean or attention pool), then the classifier, as in timm.
 
-        DeiT's distilled models read the class and the distillation token, each with its own head,
-        and average the two (``pre_logits``: the average of the two tokens), as timm does.
+        ``pre_logits``: the pooled features. DeiT's distilled models read the class and the
+        distillation token, each with its own head, and average the two (``pre_logits``: the
+        average of the two tokens).
         """
-        if self.config.distilled:
+        return self._head(tokens, pre_logits)[0]
+
+    def _head(
+        self, tokens: Tensor, pre_logits: bool = False, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """:meth:`forward_head`, and the attention pool's maps over all tokens when asked for."""
+        c = self.config
+        if c.distilled:
             x, x_dist = self.head_drop(tokens[:, 0]), self.head_drop(tokens[:, 1])
             if pre_logits or self.head_dist is None:
-                return (x + x_dist) / 2
-            return (self.head(x) + self.head_dist(x_dist)) / 2
-        if self.config.global_pool == "avg":
-            pooled = tokens[:, self.num_prefix_tokens :].mean(dim=1)
+                return (x + x_dist) / 2, None
+            return (self.head(x) + self.head_dist(x_dist)) / 2, None
+        start = 0 if c.pool_include_prefix else self.num_prefix_tokens
+        weights = None
+        if self.attn_pool is not None:
+            pooled, weights = self.attn_pool(tokens[:, start:], need_weights)
+            if weights is not None and start:  # columns for the prefix tokens it does not read
+                weights = torch.cat([weights.new_zeros(*weights.shape[:-1], start), weights], dim=-1)
+        elif c.global_pool == "avg":
+            pooled = tokens[:, start:].mean(dim=1)
         else:
             pooled = tokens[:, 0]
         pooled = self.head_drop(self.fc_norm(pooled))
-        return pooled if pre_logits else self.head(pooled)
+        return (pooled if pre_logits else self.head(pooled)), weights
 
     def forward(self, images: Tensor, return_attention: AttentionRequest = False) -> Tensor | ViTOutput:
         """Logits (B, classes); with ``return_attention`` a :class:`ViTOutput` with the maps.
 
         ``return_attention``: ``False`` (fused attention, nothing stored), ``True`` (every
         layer), or layer indices such as ``[-1]`` or ``[0, 5]`` (negative counts from the end):
-        only those layers compute and keep maps; ``attentions`` has ``None`` elsewhere.
+        only those layers compute and keep maps; ``attentions`` has ``None`` elsewhere. An
+        attention pool's maps come with any request (``pool_attention``).
         """
         x, maps = None, []
         for step in self.iter_blocks(images, return_attention):
             x = step.tokens
             maps.append(step.attention)
         tokens = self.norm(x)
-        logits = self.forward_head(tokens)
-        if self.layers_requested(return_attention) is None:
+        wants_maps = self.layers_requested(return_attention) is not None
+        logits, pool_weights = self._head(tokens, need_weights=wants_maps)
+        if not wants_maps:
             return logits
-        return ViTOutput(logits=logits, attentions=tuple(maps), features=tokens)
+        return ViTOutput(logits=logits, attentions=tuple(maps), features=tokens, pool_attention=pool_weights)
 
     def forward_intermediates(
         self,
@@ -337,8 +347,8 @@ class VisionTransformer(nn.Module):
         n_patch = (h // c.patch_size) * (w // c.patch_size)
         n = n_patch + self.num_prefix_tokens
         d, hid = c.embed_dim, c.hidden_dim
-        fc2_in = hid // 2 if c.act_layer == "swiglu" else hid
-        per_block = n * d * 3 * d + 2 * n * n * d + n * d * d + n * d * hid + n * fc2_in * d
+        fc1 = hid * (2 if c.mlp_layer == "swiglu" else 1)  # the unpacked gate has two first layers
+        per_block = n * d * 3 * d + 2 * n * n * d + n * d * d + n * d * fc1 + n * c.gated_dim * d
         embed = n_patch * c.patch_size**2 * c.in_chans * d
         return 2 * (c.depth * per_block + embed + d * c.num_classes)
 

@@ -26,6 +26,14 @@ def _need(state: dict[str, Tensor], key: str, where: str, source_key: str | None
     return state[key]
 
 
+def ratio_for(width: int, dim: int) -> float:
+    """A ratio r with ``int(dim * r) == width`` in floating point (timm sizes hidden layers so)."""
+    ratio = width / dim
+    while int(dim * ratio) < width:
+        ratio = math.nextafter(ratio, math.inf)
+    return ratio
+
+
 def _is_square(n: int) -> bool:
     return n > 0 and math.isqrt(n) ** 2 == n
 
@@ -53,7 +61,8 @@ def shape_facts(state: dict[str, Tensor], hints: dict[str, Any], where: str) -> 
     blocks = {int(m.group(1)) for k in state if (m := _BLOCK.match(k))}
     if not blocks:
         raise CheckpointError(f"{where}: no transformer blocks (keys blocks.<i>.*) found")
-    fc1 = _need(state, "blocks.0.mlp.fc1.weight", where)
+    unpacked = "blocks.0.mlp.fc1_g.weight" in state  # SwiGLU with its two first layers apart
+    fc1 = _need(state, "blocks.0.mlp.fc1_g.weight" if unpacked else "blocks.0.mlp.fc1.weight", where)
     fc2 = _need(state, "blocks.0.mlp.fc2.weight", where)
     hidden, fc2_in = int(fc1.shape[0]), int(fc2.shape[1])
     facts: dict[str, Any] = dict(
@@ -62,8 +71,12 @@ def shape_facts(state: dict[str, Tensor], hints: dict[str, Any], where: str) -> 
         patch_size=patch,
         depth=max(blocks) + 1,
         patch_bias="patch_embed.proj.bias" in state,
+        patch_norm="patch_embed.norm.weight" in state,
         qkv_bias="blocks.0.attn.qkv.bias" in state,
         qk_norm="blocks.0.attn.q_norm.weight" in state,
+        attn_norm="blocks.0.attn.norm.weight" in state,
+        proj_bias="blocks.0.attn.proj.bias" in state,
+        mlp_norm="blocks.0.mlp.norm.weight" in state,
         class_token="cls_token" in state,
         distilled="dist_token" in state,
         reg_tokens=int(state["reg_token"].shape[1]) if "reg_token" in state else 0,
@@ -72,17 +85,28 @@ def shape_facts(state: dict[str, Tensor], hints: dict[str, Any], where: str) -> 
         final_norm="norm.weight" in state or "fc_norm.weight" in state,
         num_classes=int(state["head.weight"].shape[0]) if "head.weight" in state else 0,
     )
-    if hidden == 2 * fc2_in:
-        facts["act_layer"] = "swiglu"
-    elif hints.get("act_layer") == "swiglu":
+    if unpacked:
+        facts["mlp_layer"] = "swiglu"
+    elif hidden == 2 * fc2_in:
+        facts["mlp_layer"] = "swiglu_packed"
+    elif hints.get("mlp_layer", "mlp") != "mlp":
         raise CheckpointError(
-            f"{where}: the hints say act_layer='swiglu' but blocks.0.mlp.fc1/fc2 {tuple(fc1.shape)}/"
-            f"{tuple(fc2.shape)} are an ungated MLP; pass act_layer='gelu' (or the right activation)"
+            f"{where}: the hints say mlp_layer={hints['mlp_layer']!r} but blocks.0.mlp.fc1/fc2 {tuple(fc1.shape)}/"
+            f"{tuple(fc2.shape)} are an ungated MLP; pass mlp_layer='mlp' and the right act_layer"
         )
+    else:
+        facts["mlp_layer"] = "mlp"
+    if facts["mlp_layer"] == "swiglu_packed" and hints.get("act_layer") not in ("silu", "gelu", "gelu_tanh"):
+        facts["act_layer"] = "silu"  # a packed gated unit without a hint: SwiGLU, DINOv2-giant's
     if hidden % dim == 0:
         facts["mlp_ratio"], facts["mlp_dim"] = float(hidden // dim), None
     else:
         facts["mlp_dim"] = hidden
+    if "attn_pool.latent" in state:
+        facts["global_pool"] = "map"
+        pool_hidden = int(_need(state, "attn_pool.mlp.fc1.weight", where).shape[0])
+        same = int(dim * facts.get("mlp_ratio", 0.0)) == pool_hidden  # timm: int(dim * ratio) hidden units
+        facts["attn_pool_mlp_ratio"] = None if same else ratio_for(pool_hidden, dim)
     facts["init_values"] = (hints.get("init_values") or 1e-5) if "blocks.0.ls1.gamma" in state else None
     facts.update(_position_facts(state, facts, hints, where))
     return facts
@@ -147,8 +171,8 @@ def config_from_state(
             f"{where}: cannot determine num_heads: a {source} state dict fixes embed_dim={facts['embed_dim']} "
             f"but not how it splits into heads (divisors: {divisors}). Pass num_heads={hint}."
         )
-    if not facts["class_token"] and "global_pool" not in overrides:
-        merged["global_pool"] = "avg"  # without a class token, average pooling is the only choice
+    if not facts["class_token"] and "global_pool" not in overrides and facts.get("global_pool") != "map":
+        merged["global_pool"] = "avg"  # without a class token (and no attention pool), average pooling
     if "global_pool" not in merged:
         if not facts["class_token"]:
             merged["global_pool"] = "avg"
@@ -193,6 +217,11 @@ def plain_vit_problems(config: ViTConfig, extra: tuple[tuple[str, bool], ...] = 
         (f"position embeddings {c.pos_embed!r}", c.pos_embed != "learn" or c.no_embed_class),
         ("no class token", not c.class_token),
         ("no LayerNorm", c.norm_layer != "layernorm"),
+        (f"a {c.mlp_layer} MLP", c.mlp_layer != "mlp"),
+        ("norms inside the attention or MLP", c.attn_norm or c.mlp_norm),
+        ("projections without bias", not c.proj_bias),
+        ("a norm on the patch embeddings", c.patch_norm),
+        ("post-norm blocks", c.block_type != "pre_norm"),
         *extra,
     )
     return [name for name, present in checks if present]

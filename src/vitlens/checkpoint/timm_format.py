@@ -18,6 +18,7 @@ from ..config import PRESETS, ViTConfig, get_config
 from ..model import VisionTransformer
 from . import labels, preprocessing
 from .build import Reading, build
+from .infer import ratio_for
 
 # Parts of a Hub cache path around a model name: models--timm--<name>.<tag>/snapshots/<hash>/file
 _HUB_PREFIX = re.compile(r"^models--[^-]+(?:-[^-]+)*--")
@@ -43,7 +44,11 @@ _TIMM_ARGS = (
     "pre_norm",
     "final_norm",
     "fc_norm",
+    "proj_bias",
+    "pool_include_prefix",
 )
+# timm VisionTransformer arguments that vitlens names otherwise.
+_TIMM_RENAMED_ARGS = {"scale_attn_norm": "attn_norm", "scale_mlp_norm": "mlp_norm"}
 
 
 def _known_to_timm(name: str) -> bool:
@@ -104,14 +109,18 @@ def hints_from_name(name: str) -> dict[str, Any]:
 def hints_from_timm_config(data: dict[str, Any]) -> dict[str, Any]:
     """Hints from a timm Hub ``config.json`` (``architecture``, ``model_args``, ``pretrained_cfg``, label names)."""
     hints = hints_from_name(data["architecture"]) if data.get("architecture") else {}
-    model_args = {k: v for k, v in (data.get("model_args") or {}).items() if k in _TIMM_ARGS}
+    given = data.get("model_args") or {}
+    model_args = {k: v for k, v in given.items() if k in _TIMM_ARGS}
+    model_args.update({ours: given[theirs] for theirs, ours in _TIMM_RENAMED_ARGS.items() if theirs in given})
     if isinstance(model_args.get("img_size"), list):
         model_args["img_size"] = tuple(model_args["img_size"])
     hints.update(model_args)
     act = (data.get("model_args") or {}).get("act_layer")
     if act is not None:
-        if act not in ("gelu", "gelu_tanh", "relu"):
-            raise ValueError(f"timm act_layer {act!r} in model_args is not supported (gelu, gelu_tanh, relu are)")
+        if act not in ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu"):
+            raise ValueError(
+                f"timm act_layer {act!r} in model_args is not supported (gelu, gelu_tanh, quick_gelu, relu, silu are)"
+            )
         hints["act_layer"] = act
     for key in ("global_pool", "num_classes"):
         if data.get(key) is not None:
@@ -123,48 +132,78 @@ def hints_from_timm_config(data: dict[str, Any]) -> dict[str, Any]:
     return hints
 
 
+def _activation(act: nn.Module) -> str:
+    """vitlens's name for a timm activation module; refused by name when there is none."""
+    kind = type(act).__name__
+    if kind == "GELU":  # torch's, or timm's own exact GELU
+        return "gelu_tanh" if getattr(act, "approximate", "none") == "tanh" else "gelu"
+    names = {"GELUTanh": "gelu_tanh", "QuickGELU": "quick_gelu", "ReLU": "relu", "SiLU": "silu"}
+    if kind not in names:
+        raise ValueError(f"timm activation {kind} is not supported (GELU, GELU-tanh, QuickGELU, ReLU, SiLU are)")
+    return names[kind]
+
+
+def _norm(norm: nn.Module) -> tuple[str, float]:
+    """(vitlens norm kind, eps) of a timm norm module; refused by name when vitlens has no such norm."""
+    kind = type(norm).__name__
+    if isinstance(norm, nn.LayerNorm) and norm.bias is not None and norm.elementwise_affine:
+        return "layernorm", float(norm.eps)
+    if kind in ("RmsNorm", "RMSNorm") and getattr(norm, "weight", None) is not None:
+        return "rmsnorm", float(norm.eps)
+    raise ValueError(f"timm norm layer {kind} is not supported (LayerNorm with a bias, and RmsNorm, are)")
+
+
+def _mlp(mlp: nn.Module) -> dict[str, Any]:
+    """The MLP layout and activation of a timm ``Mlp``, ``GluMlp`` / ``SwiGLUPacked`` or ``SwiGLU``."""
+    kind = type(mlp).__name__
+    if kind == "Mlp":
+        return dict(mlp_layer="mlp", act_layer=_activation(mlp.act))
+    if kind == "GluMlp":  # packed: one fc1 gives both halves
+        if mlp.gate_last:
+            raise ValueError("timm GluMlp with the gate last is not supported (gate first, as SwiGLUPacked, is)")
+        return dict(mlp_layer="swiglu_packed", act_layer=_activation(mlp.act))
+    if kind == "SwiGLU":  # unpacked: fc1_g and fc1_x
+        return dict(mlp_layer="swiglu", act_layer=_activation(mlp.act))
+    raise ValueError(f"timm MLP type {kind} is not supported (Mlp, GluMlp / SwiGLUPacked and SwiGLU are)")
+
+
 def hints_from_timm_module(model: nn.Module) -> dict[str, Any]:
     """What a live timm ViT says about itself beyond its weights; unsupported variants are refused."""
     kind = type(model).__name__
     if kind not in ("VisionTransformer", "VisionTransformerDistilled"):
         raise ValueError(f"from_timm reads timm VisionTransformer / VisionTransformerDistilled, got {kind}")
-    if getattr(model, "attn_pool", None) is not None or model.global_pool not in ("token", "avg"):
-        raise ValueError(f"timm global_pool={model.global_pool!r} is not supported; vitlens pools 'token' or 'avg'")
-    if getattr(model, "pool_include_prefix", False):
-        raise ValueError("timm pool_include_prefix=True is not supported (vitlens averages patch tokens only)")
+    if model.global_pool not in ("token", "avg", "map"):
+        raise ValueError(
+            f"timm global_pool={model.global_pool!r} is not supported; vitlens pools 'token', 'avg', 'map'"
+        )
     block = model.blocks[0]
-    if type(block).__name__ != "Block":
-        raise ValueError(f"timm block type {type(block).__name__} is not supported; vitlens has pre-norm Block only")
-    if not isinstance(getattr(block.attn, "norm", nn.Identity()), nn.Identity):
-        raise ValueError("timm scale_attn_norm is not supported")
-    mlp_kind = type(block.mlp).__name__
-    if mlp_kind not in ("Mlp", "GluMlp", "SwiGLUPacked"):
-        raise ValueError(f"timm MLP type {mlp_kind} is not supported (Mlp and the packed SwiGLU are)")
-    act = block.mlp.act
-    if mlp_kind != "Mlp":  # timm's SwiGLUPacked: SiLU(first half) * second half, no inner norm
-        packed_swiglu = isinstance(act, nn.SiLU) and not block.mlp.gate_last
-        if not packed_swiglu or not isinstance(block.mlp.norm, nn.Identity):
-            raise ValueError("timm GluMlp is supported only as SwiGLUPacked (SiLU, gate first, no norm)")
-        act_layer = "swiglu"
-    elif type(act).__name__ == "GELU":  # torch's, or timm's own exact GELU
-        act_layer = "gelu_tanh" if getattr(act, "approximate", "none") == "tanh" else "gelu"
-    elif type(act).__name__ in ("GELUTanh", "ReLU"):
-        act_layer = {"GELUTanh": "gelu_tanh", "ReLU": "relu"}[type(act).__name__]
-    else:
-        raise ValueError(f"timm activation {type(act).__name__} is not supported (GELU, GELU-tanh, ReLU are)")
-    if not isinstance(block.norm1, nn.LayerNorm):
-        raise ValueError(f"timm norm layer {type(block.norm1).__name__} is not supported (LayerNorm is)")
+    block_types = {"Block": "pre_norm", "ResPostBlock": "post_norm"}
+    if type(block).__name__ not in block_types:
+        raise ValueError(f"timm block type {type(block).__name__} is not supported (Block and ResPostBlock are)")
+    if type(block.attn).__name__ != "Attention":
+        raise ValueError(f"timm attention {type(block.attn).__name__} is not supported (Attention is)")
+    norm, eps = _norm(block.norm1)
     img = model.patch_embed.img_size
     hints: dict[str, Any] = dict(
         num_heads=int(block.attn.num_heads),
-        norm_eps=float(block.norm1.eps),
-        act_layer=act_layer,
+        norm_layer=norm,
+        norm_eps=eps,
+        block_type=block_types[type(block).__name__],
         global_pool=model.global_pool,
+        pool_include_prefix=bool(getattr(model, "pool_include_prefix", False)),
         fc_norm=not isinstance(model.fc_norm, nn.Identity),
         no_embed_class=bool(model.no_embed_class),
         img_size=int(img[0]) if img[0] == img[1] else (int(img[0]), int(img[1])),
+        **_mlp(block.mlp),
     )
-    if not isinstance(block.ls1, nn.Identity):
+    if model.attn_pool is not None:
+        if type(model.attn_pool).__name__ != "AttentionPoolLatent" or model.attn_pool.latent_len != 1:
+            raise ValueError("timm's attention pool is supported as AttentionPoolLatent with one latent query")
+        if _activation(model.attn_pool.mlp.act) != hints["act_layer"] or model.attn_pool.pos_embed is not None:
+            raise ValueError("timm AttentionPoolLatent with its own activation or position embedding is not supported")
+        if model.attn_pool.num_heads != hints["num_heads"]:
+            hints["attn_pool_num_heads"] = int(model.attn_pool.num_heads)
+    if hints["block_type"] == "pre_norm" and not isinstance(block.ls1, nn.Identity):
         hints["init_values"] = 1e-5
     pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     hints.update(preprocessing.from_timm(pretrained_cfg))
@@ -185,22 +224,37 @@ def to_timm_state_dict(model: VisionTransformer) -> dict[str, Tensor]:
 
 
 def timm_kwargs(config: ViTConfig) -> dict[str, Any]:
-    """Keyword arguments for ``timm.models.vision_transformer.VisionTransformer`` with this config."""
+    """Keyword arguments for ``timm.models.vision_transformer.VisionTransformer`` with this config.
+
+    The norm, MLP and block layers are timm's own classes (bound to the eps); a config timm's
+    ``VisionTransformer`` cannot express is refused with what is in the way.
+    """
     from functools import partial
 
+    from timm.layers import Mlp, RmsNorm, SwiGLU, SwiGLUPacked
+    from timm.models.vision_transformer import Block, ResPostBlock
+
     c = config
-    if c.act_layer == "swiglu" or c.norm_layer != "layernorm" or c.pos_embed == "sincos2d":
-        raise ValueError(
-            "timm_kwargs covers GELU/ReLU MLPs, LayerNorm and learned or no position embeddings; "
-            f"this config has act_layer={c.act_layer!r}, norm_layer={c.norm_layer!r}, pos_embed={c.pos_embed!r}"
+    problems = [
+        name
+        for name, present in (
+            ("a distillation token (timm's VisionTransformerDistilled)", c.distilled),
+            (f"position embeddings {c.pos_embed!r}", c.pos_embed == "sincos2d"),
+            (f"norm_layer {c.norm_layer!r}", c.norm_layer == "none"),
+            ("a patch bias that does not follow pre_norm (timm ties the two)", c.patch_bias == c.pre_norm),
+            (
+                "an attention pool with its own head count or width",
+                bool(c.attn_pool_num_heads or c.attn_pool_mlp_ratio),
+            ),
+            ("layer scale in post-norm blocks", bool(c.init_values) and c.block_type == "post_norm"),
         )
-    if c.distilled or c.patch_bias == c.pre_norm:
-        raise ValueError(
-            "timm_kwargs builds a plain timm VisionTransformer: no distillation token, and a patch bias "
-            "exactly when there is no pre_norm (timm ties the two, as CLIP has them)"
-        )
-    act = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "relu": "relu"}[c.act_layer]
-    return dict(
+        if present
+    ]
+    if problems:
+        raise ValueError(f"timm's VisionTransformer cannot express this config: it has {', '.join(problems)}")
+    norm = partial(nn.LayerNorm if c.norm_layer == "layernorm" else RmsNorm, eps=c.norm_eps)
+    mlp = {"mlp": Mlp, "swiglu_packed": SwiGLUPacked, "swiglu": SwiGLU}[c.mlp_layer]
+    kwargs = dict(
         img_size=c.img_hw,
         patch_size=c.patch_size,
         in_chans=c.in_chans,
@@ -209,9 +263,12 @@ def timm_kwargs(config: ViTConfig) -> dict[str, Any]:
         embed_dim=c.embed_dim,
         depth=c.depth,
         num_heads=c.num_heads,
-        mlp_ratio=c.hidden_dim / c.embed_dim,
+        mlp_ratio=ratio_for(c.hidden_dim, c.embed_dim),
         qkv_bias=c.qkv_bias,
         qk_norm=c.qk_norm,
+        scale_attn_norm=c.attn_norm,
+        scale_mlp_norm=c.mlp_norm,
+        proj_bias=c.proj_bias,
         init_values=c.init_values,
         class_token=c.class_token,
         pos_embed=c.pos_embed,
@@ -220,9 +277,15 @@ def timm_kwargs(config: ViTConfig) -> dict[str, Any]:
         pre_norm=c.pre_norm,
         final_norm=c.final_norm,
         fc_norm=c.use_fc_norm,
-        act_layer=act,
-        norm_layer=partial(nn.LayerNorm, eps=c.norm_eps),
+        pool_include_prefix=c.pool_include_prefix,
+        act_layer=c.act_layer,
+        norm_layer=norm,
+        mlp_layer=mlp,
+        block_fn=Block if c.block_type == "pre_norm" else ResPostBlock,
     )
+    if c.patch_norm:
+        kwargs["embed_norm_layer"] = norm
+    return kwargs
 
 
 # timm entry points whose LayerNorm has the eps a config needs (the eps cannot be a JSON model argument).
@@ -244,7 +307,17 @@ def timm_config(config: ViTConfig) -> dict[str, Any]:
             f"{' or '.join(map(str, _ARCHITECTURE_BY_EPS))}); export a single weight file (DST ending in "
             ".safetensors) and pass the eps when building the timm model"
         )
-    kwargs.pop("norm_layer")
+    from timm.layers import Mlp
+    from timm.models.vision_transformer import Block
+
+    classes = [k for k in ("mlp_layer", "block_fn", "embed_norm_layer") if kwargs.get(k) not in (None, Mlp, Block)]
+    if classes or config.norm_layer != "layernorm":
+        raise ValueError(
+            f"a timm config.json cannot carry {', '.join(classes) or 'norm_layer ' + config.norm_layer!r} "
+            "(they are classes, not JSON); export a single weight file (DST ending in .safetensors)"
+        )
+    for key in ("norm_layer", "mlp_layer", "block_fn"):
+        kwargs.pop(key)
     model_args = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items() if k != "num_classes"}
     return {
         "architecture": architecture,

@@ -2,18 +2,23 @@
 
 Read them in the order data flows: :mod:`.patch` (image -> tokens), :mod:`.position`
 (where each patch sits), :mod:`.attention` (tokens talk to each other; the maps come from
-here), :mod:`.mlp` (each token on its own), :mod:`.norm`, and :mod:`.block` (one layer).
+here), :mod:`.mlp` (each token on its own), :mod:`.norm`, :mod:`.block` (one layer) and
+:mod:`.pool` (an attention pool that reads the tokens out).
 """
 
-from .attention import Attention, attention_with_weights_inplace
+from .attention import Attention, attend, attention_with_weights_inplace
 from .block import Block, DropPath
-from .mlp import Mlp, make_activation
+from .mlp import Mlp, QuickGELU, make_activation
 from .norm import LayerScale, make_norm
 from .patch import PatchEmbed
+from .pool import AttentionPool
 from .position import resample_pos_embed, sincos_2d
 
 __all__ = [
     "Attention",
+    "AttentionPool",
+    "QuickGELU",
+    "attend",
     "Block",
     "DropPath",
     "LayerScale",

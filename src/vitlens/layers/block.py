@@ -1,9 +1,10 @@
-"""One transformer layer: attention and MLP, each on a pre-normed residual branch."""
+"""One transformer layer: attention and MLP, each on a residual branch, normalized before or after."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..config import ViTConfig
 from .attention import Attention
 from .mlp import Mlp
 from .norm import LayerScale, make_norm
@@ -32,44 +33,56 @@ class DropPath(nn.Module):
 
 
 class Block(nn.Module):
-    """One pre-norm transformer layer: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """One layer of ``config``'s transformer.
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        hidden_dim: int,
-        *,
-        qkv_bias: bool = True,
-        qk_norm: bool = False,
-        init_values: float | None = None,
-        act_layer: str = "gelu",
-        norm_layer: str = "layernorm",
-        norm_eps: float = 1e-6,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        drop_path: float = 0.0,
-    ) -> None:
+    ``block_type='pre_norm'`` (ViT): x + attn(norm1(x)), then x + mlp(norm2(x)), each branch
+    optionally layer-scaled. ``'post_norm'`` (timm's ``ResPostBlock``, Swin v2's): x + norm1(attn(x)),
+    then x + norm2(mlp(x)).
+    """
+
+    def __init__(self, config: ViTConfig, *, drop_path: float = 0.0) -> None:
         super().__init__()
-        self.norm1 = make_norm(norm_layer, dim, norm_eps)
+        c = config
+        dim, norm = c.embed_dim, c.norm_layer
+        self.post_norm = c.block_type == "post_norm"
+        self.norm1 = make_norm(norm, dim, c.norm_eps)
         self.attn = Attention(
             dim,
-            num_heads,
-            qkv_bias=qkv_bias,
-            qk_norm=qk_norm,
-            attn_drop=attn_drop,
-            proj_drop=proj_drop,
-            norm_layer=norm_layer,
-            norm_eps=norm_eps,
+            c.num_heads,
+            qkv_bias=c.qkv_bias,
+            qk_norm=c.qk_norm,
+            attn_norm=c.attn_norm,
+            proj_bias=c.proj_bias,
+            attn_drop=c.attn_drop_rate,
+            proj_drop=c.proj_drop_rate,
+            norm_layer=norm,
+            norm_eps=c.norm_eps,
         )
-        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        scaled = c.init_values and not self.post_norm
+        self.ls1 = LayerScale(dim, c.init_values) if scaled else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = make_norm(norm_layer, dim, norm_eps)
-        self.mlp = Mlp(dim, hidden_dim, act_layer=act_layer, drop=proj_drop)
-        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.norm2 = make_norm(norm, dim, c.norm_eps)
+        if self.post_norm and c.init_values:  # timm's ResPostBlock starts its norms' scale small instead
+            for norm_module in (self.norm1, self.norm2):
+                nn.init.constant_(norm_module.weight, c.init_values)
+        self.mlp = Mlp(
+            dim,
+            c.hidden_dim,
+            act_layer=c.act_layer,
+            layout=c.mlp_layer,
+            norm=norm if c.mlp_norm else None,
+            norm_eps=c.norm_eps,
+            bias=c.proj_bias,
+            drop=c.proj_drop_rate,
+        )
+        self.ls2 = LayerScale(dim, c.init_values) if scaled else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        if self.post_norm:
+            y, weights = self.attn(x, need_weights)
+            x = x + self.drop_path1(self.norm1(y))
+            return x + self.drop_path2(self.norm2(self.mlp(x))), weights
         y, weights = self.attn(self.norm1(x), need_weights)
         x = x + self.drop_path1(self.ls1(y))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))

@@ -1,14 +1,22 @@
-"""Normalization and residual scaling: LayerNorm (or none at all), and layer scale."""
+"""Normalization and residual scaling: LayerNorm, RMSNorm (or none at all), and layer scale."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from ..config import NORMS
+
 
 def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
-    """A LayerNorm, or nothing at all for ``kind='none'`` (the seed model has no norms)."""
-    return nn.LayerNorm(dim, eps=eps) if kind == "layernorm" else nn.Identity()
+    """``'layernorm'``, ``'rmsnorm'`` (x / rms(x) · weight: no mean, no bias), or ``'none'`` (the seed model)."""
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=eps)
+    if kind == "rmsnorm":
+        return nn.RMSNorm(dim, eps=eps)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm layer {kind!r}; expected one of {NORMS}")
 
 
 class LayerScale(nn.Module):

@@ -9,14 +9,18 @@ class PatchEmbed(nn.Module):
     """Cut the image into non-overlapping patches and project each to ``embed_dim``.
 
     A convolution with kernel = stride = patch size is exactly "flatten each patch, then a
-    shared linear layer", done in one call. Output: (B, rows * cols, embed_dim), row-major.
+    shared linear layer", done in one call. Output: (B, rows * cols, embed_dim), row-major,
+    optionally normalized (``norm``).
     """
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, *, bias: bool = True) -> None:
+    def __init__(
+        self, patch_size: int, in_chans: int, embed_dim: int, *, bias: bool = True, norm: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.in_chans = in_chans
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias)
+        self.norm = norm if norm is not None else nn.Identity()  # AIMv2 normalizes each patch's embedding
 
     def check_input(self, x: Tensor) -> None:
         """Clear errors for the mistakes people make: rank, channels, size vs. patch size."""
@@ -38,4 +42,4 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # (B, C, H, W) -> (B, D, rows, cols) -> (B, rows * cols, D)
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return self.norm(self.proj(x).flatten(2).transpose(1, 2))

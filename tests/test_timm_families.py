@@ -1,0 +1,164 @@
+"""Every ViT timm registers, read by ``vitlens.from_timm``: exact, or refused with its reason.
+
+Each architecture of timm's ``vision_transformer``, ``deit``, ``eva`` and ``beit`` modules is built
+at random init with two blocks and a 4x4 patch grid; vitlens's logits and last-layer maps must equal
+timm's (timm's maps are its softmax output, read with the fused kernel off), and the weights must
+go back to timm's names bit for bit. What vitlens cannot read exactly is listed in ``REFUSED`` with
+the words of the error it raises, so that the list can only shrink on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import vitlens
+from vitlens.checkpoint import to_timm_state_dict
+
+timm = pytest.importorskip("timm")
+
+MODULES = ("vision_transformer", "deit", "eva", "beit")
+# name -> what the refusal names (a regular expression matched against the error message)
+REFUSED: dict[str, str] = {
+    "beit_base_patch16_224": "got Beit",
+    "beit_base_patch16_384": "got Beit",
+    "beit_large_patch16_224": "got Beit",
+    "beit_large_patch16_384": "got Beit",
+    "beit_large_patch16_512": "got Beit",
+    "beitv2_base_patch16_224": "got Beit",
+    "beitv2_large_patch16_224": "got Beit",
+    "eva02_base_patch14_224": "got Eva",
+    "eva02_base_patch14_448": "got Eva",
+    "eva02_base_patch16_clip_224": "got Eva",
+    "eva02_enormous_patch14_clip_224": "got Eva",
+    "eva02_large_patch14_224": "got Eva",
+    "eva02_large_patch14_448": "got Eva",
+    "eva02_large_patch14_clip_224": "got Eva",
+    "eva02_large_patch14_clip_336": "got Eva",
+    "eva02_small_patch14_224": "got Eva",
+    "eva02_small_patch14_336": "got Eva",
+    "eva02_tiny_patch14_224": "got Eva",
+    "eva02_tiny_patch14_336": "got Eva",
+    "eva_giant_patch14_224": "got Eva",
+    "eva_giant_patch14_336": "got Eva",
+    "eva_giant_patch14_560": "got Eva",
+    "eva_giant_patch14_clip_224": "got Eva",
+    "vit_5b_patch16_sapiens2": "got Eva",
+    "vit_7b_patch16_dinov3": "got Eva",
+    "vit_base_patch16_18x2_224": "block type ParallelThingsBlock is not supported",
+    "vit_base_patch16_dinov3": "got Eva",
+    "vit_base_patch16_dinov3_qkvb": "got Eva",
+    "vit_base_patch16_lingbot": "got Eva",
+    "vit_base_patch16_rope_224": "got Eva",
+    "vit_base_patch16_rope_ape_224": "got Eva",
+    "vit_base_patch16_rope_mixed_224": "got Eva",
+    "vit_base_patch16_rope_mixed_ape_224": "got Eva",
+    "vit_base_patch16_rope_reg1_gap_256": "got Eva",
+    "vit_base_patch16_sapiens2": "got Eva",
+    "vit_base_patch16_xp_224": "block type ParallelScalingBlock is not supported",
+    "vit_betwixt_patch16_rope_reg4_gap_256": "got Eva",
+    "vit_dlittle_patch16_reg1_gap_256": "timm attention DiffAttention is not supported",
+    "vit_dpwee_patch16_reg1_gap_256": "block type DiffParallelScalingBlock is not supported",
+    "vit_dwee_patch16_reg1_gap_256": "timm attention DiffAttention is not supported",
+    "vit_giant_patch16_lingbot": "got Eva",
+    "vit_giant_patch16_sapiens2": "got Eva",
+    "vit_huge_patch14_xp_224": "block type ParallelScalingBlock is not supported",
+    "vit_huge_patch16_sapiens2": "got Eva",
+    "vit_huge_plus_patch16_dinov3": "got Eva",
+    "vit_huge_plus_patch16_dinov3_qkvb": "got Eva",
+    "vit_large_patch14_xp_224": "block type ParallelScalingBlock is not supported",
+    "vit_large_patch16_dinov3": "got Eva",
+    "vit_large_patch16_dinov3_qkvb": "got Eva",
+    "vit_large_patch16_lingbot": "got Eva",
+    "vit_large_patch16_rope_224": "got Eva",
+    "vit_large_patch16_rope_ape_224": "got Eva",
+    "vit_large_patch16_rope_mixed_224": "got Eva",
+    "vit_large_patch16_rope_mixed_ape_224": "got Eva",
+    "vit_large_patch16_sapiens2": "got Eva",
+    "vit_medium_patch16_rope_reg1_gap_256": "got Eva",
+    "vit_mediumd_patch16_rope_reg1_gap_256": "got Eva",
+    "vit_pe_core_base_patch16_224": "got Eva",
+    "vit_pe_core_gigantic_patch14_448": "got Eva",
+    "vit_pe_core_large_patch14_336": "got Eva",
+    "vit_pe_core_small_patch16_384": "got Eva",
+    "vit_pe_core_tiny_patch16_384": "got Eva",
+    "vit_pe_lang_gigantic_patch14_448": "got Eva",
+    "vit_pe_lang_large_patch14_448": "got Eva",
+    "vit_pe_spatial_base_patch16_512": "got Eva",
+    "vit_pe_spatial_gigantic_patch14_448": "got Eva",
+    "vit_pe_spatial_large_patch14_448": "got Eva",
+    "vit_pe_spatial_small_patch16_512": "got Eva",
+    "vit_pe_spatial_tiny_patch16_512": "got Eva",
+    "vit_pwee_patch16_reg1_gap_256": "block type ParallelScalingBlock is not supported",
+    "vit_small_patch16_18x2_224": "block type ParallelThingsBlock is not supported",
+    "vit_small_patch16_dinov3": "got Eva",
+    "vit_small_patch16_dinov3_qkvb": "got Eva",
+    "vit_small_patch16_lingbot": "got Eva",
+    "vit_small_patch16_rope_224": "got Eva",
+    "vit_small_patch16_rope_ape_224": "got Eva",
+    "vit_small_patch16_rope_mixed_224": "got Eva",
+    "vit_small_patch16_rope_mixed_ape_224": "got Eva",
+    "vit_small_plus_patch16_dinov3": "got Eva",
+    "vit_small_plus_patch16_dinov3_qkvb": "got Eva",
+    "vit_tiny_patch16_dinov3_qkvb": "got Eva",
+}
+ATOL = 1e-5
+
+
+def architectures() -> list[str]:
+    return sorted(name for module in MODULES for name in timm.list_models(module=module))
+
+
+def build(name: str):
+    """timm's model at a size this CPU runs in milliseconds: two blocks, a 4x4 patch grid."""
+    with torch.device("meta"):
+        probe = timm.create_model(name, pretrained=False)
+    patch = probe.patch_embed.patch_size
+    size = (patch[0] * 4, patch[1] * 4)
+    extra = {}
+    kv_heads = [getattr(getattr(block, "attn", None), "num_kv_heads", None) for block in probe.blocks]
+    if any(h is not None for h in kv_heads):  # key/value heads per block (Sapiens2's middle blocks): keep one of each
+        extra["num_kv_heads"] = (kv_heads[0], kv_heads[len(kv_heads) // 2])
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, depth=2, img_size=size, **extra).eval()
+    with torch.no_grad():  # random init leaves some parameters at 0 or 1; perturb them so that every one counts
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model, size
+
+
+def last_layer_maps(model, x):
+    """timm's last-layer attention probabilities: the input of its attention dropout, fused kernel off."""
+    attn = model.blocks[-1].attn
+    attn.fused_attn = False
+    seen = []
+    handle = attn.attn_drop.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    assert len(seen) == 1
+    return logits, seen[0]
+
+
+@pytest.mark.parametrize("name", architectures())
+def test_every_timm_vit_loads_exactly_or_is_refused_with_its_reason(name):
+    model, size = build(name)
+    x = torch.randn(2, 3, *size)
+    if name in REFUSED:
+        with pytest.raises((ValueError, vitlens.checkpoint.CheckpointError)) as info:
+            vitlens.from_timm(model)
+        assert re.search(REFUSED[name], str(info.value)), str(info.value)
+        return
+    ours = vitlens.from_timm(model)
+    with torch.no_grad():
+        logits, maps = last_layer_maps(model, x)
+        out = ours(x, return_attention=[-1])
+    assert (out.logits - logits).abs().max() <= ATOL
+    assert (out.attentions[-1] - maps).abs().max() <= ATOL
+    state = model.state_dict()
+    back = to_timm_state_dict(ours)
+    assert sorted(back) == sorted(state)
+    assert all(torch.equal(back[k], state[k]) for k in state)
