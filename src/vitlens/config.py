@@ -19,6 +19,8 @@ ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
 MLP_LAYERS = ("mlp", "swiglu_packed", "swiglu")
 NORMS = ("layernorm", "rmsnorm", "none")
 BLOCK_TYPES = ("pre_norm", "post_norm")
+ROPES = ("none", "axial", "dinov3")
+ROPE_NORMALIZATIONS = ("separate", "min", "max")
 POS_INTERPOLATIONS = ("timm", "hf", "torchvision")
 CROP_MODES = ("center", "squash", "border")
 CROP_ROUNDINGS = ("round", "floor")
@@ -59,9 +61,13 @@ class ViTConfig:
     mlp_ratio: float = 4.0
     mlp_dim: int | None = None
     qkv_bias: bool = True
+    k_bias: bool = True
+    qkv_fused: bool = True
     qk_norm: bool = False
     attn_norm: bool = False
     proj_bias: bool = True
+    head_dim: int | None = None
+    num_kv_heads: int | tuple[int, ...] | None = None
     class_token: bool = True
     global_pool: str = "token"
     reg_tokens: int = 0
@@ -71,10 +77,20 @@ class ViTConfig:
     no_embed_class: bool = False
     pos_embed: str = "learn"
     pos_embed_interp: str = "timm"
+    rel_pos_bias: bool = False
+    rope: str = "none"
+    rope_temperature: float = 10000.0
+    rope_grid_offset: float = 0.0
+    rope_grid_indexing: str = "ij"
+    rope_ref_grid: tuple[int, int] | None = None
+    rope_rotate_half: bool = False
+    rope_normalize: str = "separate"
+    rope_periods: tuple[float, float] | None = None
     pre_norm: bool = False
     final_norm: bool = True
     fc_norm: bool | None = None
     init_values: float | None = None
+    attn_only_layer_scale: bool = False
     act_layer: str = "gelu"
     mlp_layer: str = "mlp"
     mlp_norm: bool = False
@@ -101,8 +117,9 @@ class ViTConfig:
     def __post_init__(self) -> None:
         if self.act_layer == "swiglu":  # the name configs written before mlp_layer existed used
             self.act_layer, self.mlp_layer = "silu", "swiglu_packed"
-        if isinstance(self.img_size, list):
-            self.img_size = tuple(self.img_size)
+        for name in ("img_size", "num_kv_heads", "rope_ref_grid", "rope_periods"):
+            if isinstance(getattr(self, name), list):  # JSON gives lists
+                setattr(self, name, tuple(getattr(self, name)))
         self.image_mean = tuple(float(v) for v in self.image_mean)
         self.image_std = tuple(float(v) for v in self.image_std)
         self.validate()
@@ -122,6 +139,9 @@ class ViTConfig:
         choice("mlp_layer", MLP_LAYERS)
         choice("norm_layer", NORMS)
         choice("block_type", BLOCK_TYPES)
+        choice("rope", ROPES)
+        choice("rope_grid_indexing", ("ij", "xy"))
+        choice("rope_normalize", ROPE_NORMALIZATIONS)
         choice("pos_embed_interp", POS_INTERPOLATIONS)
         choice("crop_mode", CROP_MODES)
         choice("crop_rounding", CROP_ROUNDINGS)
@@ -132,7 +152,17 @@ class ViTConfig:
         for name in ("patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ViTConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.embed_dim % self.num_heads:
+        kv = self.kv_heads_per_block
+        if any(h < 1 or self.num_heads % h for h in kv) or len(kv) != self.depth:
+            raise ValueError(
+                f"ViTConfig.num_kv_heads must divide num_heads ({self.num_heads}), one value or one per block "
+                f"({self.depth}); got {self.num_kv_heads!r}"
+            )
+        if self.rel_pos_bias and (not self.class_token or self.num_prefix_tokens != 1):
+            raise ValueError("rel_pos_bias (BEiT's) has a slot for one class token and no other prefix token")
+        if self.rope != "none" and self.attn_head_dim % 4:
+            raise ValueError(f"rotary embeddings need a head width divisible by 4, got {self.attn_head_dim}")
+        if self.head_dim is None and self.embed_dim % self.num_heads:
             raise ValueError(
                 f"ViTConfig.embed_dim ({self.embed_dim}) must be divisible by num_heads "
                 f"({self.num_heads}); each head gets embed_dim // num_heads channels"
@@ -173,6 +203,17 @@ class ViTConfig:
     def hidden_dim(self) -> int:
         """Width of the MLP's hidden layer."""
         return self.mlp_dim if self.mlp_dim is not None else int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def attn_head_dim(self) -> int:
+        """Channels per attention head: ``head_dim`` when set, else ``embed_dim // num_heads``."""
+        return self.head_dim if self.head_dim is not None else self.embed_dim // self.num_heads
+
+    @property
+    def kv_heads_per_block(self) -> tuple[int, ...]:
+        """Key/value heads of each block (fewer than ``num_heads``: grouped-query attention)."""
+        kv = self.num_kv_heads if self.num_kv_heads is not None else self.num_heads
+        return tuple(kv) if isinstance(kv, tuple) else (int(kv),) * self.depth
 
     @property
     def gated_dim(self) -> int:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import ViTConfig
-from .layers import AttentionPool, Block, PatchEmbed, make_norm, resample_pos_embed, sincos_2d
+from .layers import AttentionPool, Block, PatchEmbed, make_norm, resample_pos_embed, rope_sin_cos, sincos_2d
 
 AttentionRequest = Union[bool, int, Sequence[int]]
 
@@ -100,7 +100,7 @@ class VisionTransformer(nn.Module):
         self.norm_pre = make_norm(c.norm_layer, D, c.norm_eps) if c.pre_norm else nn.Identity()
 
         drop_path = torch.linspace(0, c.drop_path_rate, c.depth, device="cpu").tolist()  # also under meta
-        self.blocks = nn.ModuleList(Block(c, drop_path=drop_path[i]) for i in range(c.depth))
+        self.blocks = nn.ModuleList(Block(c, i, drop_path=drop_path[i]) for i in range(c.depth))
         # timm's rule: the final norm sits after the pooling (fc_norm) or before it (norm), or nowhere
         self.norm = make_norm(c.norm_layer, D, c.norm_eps) if c.final_norm and not c.use_fc_norm else nn.Identity()
         self.fc_norm = make_norm(c.norm_layer, D, c.norm_eps) if c.final_norm and c.use_fc_norm else nn.Identity()
@@ -189,12 +189,20 @@ class VisionTransformer(nn.Module):
         """
         keep = self.layers_requested(return_attention) or (False,) * self.depth
         x = self.embed(images)
+        rope = self._rope_for(self.token_layout(images).grid)
         for i, block in enumerate(self.blocks):
-            x, weights = block(x, need_weights=keep[i])
+            x, weights = block(x, need_weights=keep[i], rope=rope)
             step = BlockOutput(i, x, weights)
             del weights
             yield step
             step.attention = None  # released before the next block runs: streamed maps never pile up
+
+    def _rope_for(self, grid: tuple[int, int]) -> tuple[Tensor, Tensor] | None:
+        """The rotary embedding's (sin, cos) for this patch grid, on the model's device and dtype."""
+        if self.config.rope == "none":
+            return None
+        weight = self.patch_embed.proj.weight
+        return tuple(t.to(weight.device, weight.dtype) for t in rope_sin_cos(self.config, grid))
 
     def forward_features(self, images: Tensor) -> Tensor:
         """Tokens after the last block and the final norm, (B, N, D), as in timm."""

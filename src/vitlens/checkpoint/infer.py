@@ -72,7 +72,9 @@ def shape_facts(state: dict[str, Tensor], hints: dict[str, Any], where: str) -> 
         depth=max(blocks) + 1,
         patch_bias="patch_embed.proj.bias" in state,
         patch_norm="patch_embed.norm.weight" in state,
-        qkv_bias="blocks.0.attn.qkv.bias" in state,
+        qkv_bias="blocks.0.attn.qkv.bias" in state or "blocks.0.attn.q_bias" in state,
+        k_bias="blocks.0.attn.q_bias" not in state,  # q and v biases without a key bias (EVA, BEiT)
+        rel_pos_bias="blocks.0.attn.relative_position_bias_table" in state,
         qk_norm="blocks.0.attn.q_norm.weight" in state,
         attn_norm="blocks.0.attn.norm.weight" in state,
         proj_bias="blocks.0.attn.proj.bias" in state,

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..config import PRESETS, ViTConfig, get_config
 from ..model import VisionTransformer
-from . import labels, preprocessing
+from . import labels, preprocessing, timm_eva
 from .build import Reading, build
 from .infer import ratio_for
 
@@ -170,44 +170,89 @@ def _mlp(mlp: nn.Module) -> dict[str, Any]:
 def hints_from_timm_module(model: nn.Module) -> dict[str, Any]:
     """What a live timm ViT says about itself beyond its weights; unsupported variants are refused."""
     kind = type(model).__name__
-    if kind not in ("VisionTransformer", "VisionTransformerDistilled"):
-        raise ValueError(f"from_timm reads timm VisionTransformer / VisionTransformerDistilled, got {kind}")
+    if kind in ("VisionTransformer", "VisionTransformerDistilled"):
+        hints = _vision_transformer_hints(model)
+    elif kind == "Eva":
+        hints = _eva_hints(model)
+    elif kind == "Beit":
+        hints = _beit_hints(model)
+    else:
+        raise ValueError(
+            f"from_timm reads timm VisionTransformer, VisionTransformerDistilled, Eva and Beit, got {kind}"
+        )
+    block = model.blocks[0]
+    norm, eps = _norm(block.norm1)
+    img = model.patch_embed.img_size
+    hints.update(
+        norm_layer=norm,
+        norm_eps=eps,
+        global_pool=model.global_pool,
+        fc_norm=not isinstance(model.fc_norm, nn.Identity),
+        no_embed_class=bool(getattr(model, "no_embed_class", False)),
+        img_size=int(img[0]) if img[0] == img[1] else (int(img[0]), int(img[1])),
+        **_mlp(block.mlp),
+    )
     if model.global_pool not in ("token", "avg", "map"):
         raise ValueError(
             f"timm global_pool={model.global_pool!r} is not supported; vitlens pools 'token', 'avg', 'map'"
         )
+    pool = getattr(model, "attn_pool", None)
+    if pool is not None:
+        if type(pool).__name__ != "AttentionPoolLatent" or pool.latent_len != 1 or pool.pos_embed is not None:
+            raise ValueError("timm's attention pool is supported as AttentionPoolLatent with one latent query")
+        if _activation(pool.mlp.act) != hints["act_layer"]:
+            raise ValueError("a timm attention pool whose MLP activation differs from the blocks' is not supported")
+        if pool.num_heads != hints["num_heads"]:
+            hints["attn_pool_num_heads"] = int(pool.num_heads)
+    pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    hints.update(preprocessing.from_timm(pretrained_cfg))
+    hints["labels"] = labels.from_timm({"pretrained_cfg": pretrained_cfg}, int(model.num_classes))
+    return hints
+
+
+def _vision_transformer_hints(model: nn.Module) -> dict[str, Any]:
     block = model.blocks[0]
     block_types = {"Block": "pre_norm", "ResPostBlock": "post_norm"}
     if type(block).__name__ not in block_types:
         raise ValueError(f"timm block type {type(block).__name__} is not supported (Block and ResPostBlock are)")
     if type(block.attn).__name__ != "Attention":
         raise ValueError(f"timm attention {type(block.attn).__name__} is not supported (Attention is)")
-    norm, eps = _norm(block.norm1)
-    img = model.patch_embed.img_size
     hints: dict[str, Any] = dict(
         num_heads=int(block.attn.num_heads),
-        norm_layer=norm,
-        norm_eps=eps,
         block_type=block_types[type(block).__name__],
-        global_pool=model.global_pool,
         pool_include_prefix=bool(getattr(model, "pool_include_prefix", False)),
-        fc_norm=not isinstance(model.fc_norm, nn.Identity),
-        no_embed_class=bool(model.no_embed_class),
-        img_size=int(img[0]) if img[0] == img[1] else (int(img[0]), int(img[1])),
-        **_mlp(block.mlp),
     )
-    if model.attn_pool is not None:
-        if type(model.attn_pool).__name__ != "AttentionPoolLatent" or model.attn_pool.latent_len != 1:
-            raise ValueError("timm's attention pool is supported as AttentionPoolLatent with one latent query")
-        if _activation(model.attn_pool.mlp.act) != hints["act_layer"] or model.attn_pool.pos_embed is not None:
-            raise ValueError("timm AttentionPoolLatent with its own activation or position embedding is not supported")
-        if model.attn_pool.num_heads != hints["num_heads"]:
-            hints["attn_pool_num_heads"] = int(model.attn_pool.num_heads)
     if hints["block_type"] == "pre_norm" and not isinstance(block.ls1, nn.Identity):
         hints["init_values"] = 1e-5
-    pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    hints.update(preprocessing.from_timm(pretrained_cfg))
-    hints["labels"] = labels.from_timm({"pretrained_cfg": pretrained_cfg}, int(model.num_classes))
+    return hints
+
+
+def _beit_hints(model: nn.Module) -> dict[str, Any]:
+    if model.rel_pos_bias is not None:
+        raise ValueError("timm Beit with a relative position bias shared by all blocks is not supported (per block is)")
+    block = model.blocks[0]
+    hints: dict[str, Any] = dict(num_heads=int(block.attn.num_heads), k_bias=False)
+    if block.gamma_1 is not None:
+        hints["init_values"] = 1e-5
+    return hints
+
+
+def _eva_hints(model: nn.Module) -> dict[str, Any]:
+    block = model.blocks[0]
+    block_types = {"EvaBlock": "pre_norm", "EvaBlockPostNorm": "post_norm"}
+    if type(block).__name__ not in block_types:
+        raise ValueError(
+            f"timm Eva block type {type(block).__name__} is not supported (EvaBlock, EvaBlockPostNorm are)"
+        )
+    hints: dict[str, Any] = dict(
+        block_type=block_types[type(block).__name__],
+        pool_include_prefix=model.global_pool == "map",  # Eva's attention pool reads every token
+        **timm_eva.attention_hints(model),
+        **timm_eva.rope_hints(model.rope, block.attn),
+    )
+    if getattr(block, "gamma_1", None) is not None:
+        hints["init_values"] = 1e-5
+        hints["attn_only_layer_scale"] = block.gamma_2 is None
     return hints
 
 
@@ -215,12 +260,31 @@ def from_timm(model: nn.Module, **overrides: Any) -> VisionTransformer:
     """A vitlens model with the same weights as the timm ViT ``model`` (bit-exact)."""
     hints = hints_from_timm_module(model)
     state = {k: v.detach() for k, v in model.state_dict().items()}
-    return build(Reading(state, f"timm {type(model).__name__}", "timm", hints), **overrides)
+    origin: dict[str, str] = {}
+    if type(model).__name__ in ("Eva", "Beit"):
+        state, origin = timm_eva.to_vitlens_names(state)
+    return build(Reading(state, f"timm {type(model).__name__}", "timm", hints, origin=origin), **overrides)
+
+
+def timm_class(config: ViTConfig) -> str:
+    """The timm model class that holds this config: ``Beit`` for its relative position bias, ``Eva`` for
+    rotary embeddings and EVA's attention, else ``VisionTransformer``."""
+    c = config
+    if c.rel_pos_bias:
+        return "Beit"
+    eva = c.rope != "none" or not c.k_bias or not c.qkv_fused or c.num_kv_heads is not None or c.attn_only_layer_scale
+    return "Eva" if eva else "VisionTransformer"
 
 
 def to_timm_state_dict(model: VisionTransformer) -> dict[str, Tensor]:
-    """The weights under timm's names; ``timm.create_model(name).load_state_dict`` takes them as they are."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """The weights under timm's names; ``timm.create_model(name).load_state_dict`` takes them as they are.
+
+    vitlens's names are timm's ``VisionTransformer``'s; a model of timm's ``Eva`` family gets Eva's.
+    """
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if timm_class(model.config) in ("Eva", "Beit"):  # Beit names layer scale and biases as Eva does
+        return timm_eva.to_eva_names(state, model.config)
+    return state
 
 
 def timm_kwargs(config: ViTConfig) -> dict[str, Any]:

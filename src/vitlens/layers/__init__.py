@@ -13,6 +13,7 @@ from .norm import LayerScale, make_norm
 from .patch import PatchEmbed
 from .pool import AttentionPool
 from .position import resample_pos_embed, sincos_2d
+from .rope import rope_angles, rope_sin_cos, rotate
 
 __all__ = [
     "Attention",
@@ -28,5 +29,8 @@ __all__ = [
     "make_activation",
     "make_norm",
     "resample_pos_embed",
+    "rope_angles",
+    "rope_sin_cos",
+    "rotate",
     "sincos_2d",
 ]

@@ -13,19 +13,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .norm import make_norm
+from .position import relative_position_bias, relative_position_index
+from .rope import rotate
 
 
 class Attention(nn.Module):
     """Multi-head self-attention with weights on request.
 
-    q, k and v come from one (D -> 3D) projection of *all* channels, and only then are split
-    into ``num_heads`` heads of ``D // num_heads`` channels — the order the seed page got wrong.
+    q, k and v come from one projection of *all* channels, and only then are split into
+    ``num_heads`` heads of ``head_dim`` channels (default ``D // num_heads``) — the order the seed
+    page got wrong.
 
-    ``forward(x, need_weights)`` returns ``(y, weights)``: ``y`` is (B, N, D); ``weights`` is the
-    post-softmax, pre-dropout (B, H, N, N) probability tensor when ``need_weights`` is true, else
-    ``None`` and the fused kernel runs without ever forming it. Options (timm's): ``qk_norm``
-    normalizes q and k per head, ``attn_norm`` the heads' concatenated output before the
-    projection, ``proj_bias=False`` drops the projection's bias.
+    ``forward(x, need_weights, rope)`` returns ``(y, weights)``: ``y`` is (B, N, D); ``weights`` is
+    the post-softmax, pre-dropout (B, H, N, N) probability tensor when ``need_weights`` is true,
+    else ``None`` and the fused kernel runs without ever forming it. ``rope``: (sin, cos) of the
+    patch tokens' rotary embedding (see :mod:`.rope`), applied to q and k after the first
+    ``num_prefix_tokens``. Options (timm's): ``qk_norm`` normalizes q and k per head,
+    ``attn_norm`` the heads' concatenated output before the projection, ``proj_bias=False`` drops
+    the projection's bias, ``k_bias=False`` keeps q and v biases only (EVA, BEiT: a key bias adds
+    the same to every score of a query and changes nothing), ``num_kv_heads`` fewer key/value
+    heads, each shared by ``num_heads // num_kv_heads`` query heads (grouped-query attention),
+    ``rel_pos_grid`` BEiT's relative position bias for that patch grid (and a class token).
     """
 
     def __init__(
@@ -33,7 +41,10 @@ class Attention(nn.Module):
         dim: int,
         num_heads: int,
         *,
+        head_dim: int | None = None,
+        num_kv_heads: int | None = None,
         qkv_bias: bool = True,
+        k_bias: bool = True,
         qk_norm: bool = False,
         attn_norm: bool = False,
         proj_bias: bool = True,
@@ -41,47 +52,95 @@ class Attention(nn.Module):
         proj_drop: float = 0.0,
         norm_layer: str = "layernorm",
         norm_eps: float = 1e-6,
+        num_prefix_tokens: int = 0,
+        rope_rotate_half: bool = False,
+        rel_pos_grid: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
-        if dim % num_heads:
+        if head_dim is None and dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.num_kv_heads = num_kv_heads or num_heads
+        if num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+        self.head_dim = head_dim or dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.num_prefix_tokens = num_prefix_tokens
+        self.rope_rotate_half = rope_rotate_half
+        inner, kv_inner = self.head_dim * num_heads, self.head_dim * self.num_kv_heads
+        self.split = (inner, kv_inner, kv_inner)  # q, k, v widths in the one projection
+        self.qkv = nn.Linear(dim, sum(self.split), bias=qkv_bias and k_bias)
+        if qkv_bias and not k_bias:
+            self.q_bias = nn.Parameter(torch.zeros(inner))
+            self.v_bias = nn.Parameter(torch.zeros(kv_inner))
+        else:
+            self.q_bias = self.v_bias = None
         self.q_norm = make_norm(norm_layer, self.head_dim, norm_eps) if qk_norm else nn.Identity()
         self.k_norm = make_norm(norm_layer, self.head_dim, norm_eps) if qk_norm else nn.Identity()
+        self.rel_pos_grid = tuple(rel_pos_grid) if rel_pos_grid is not None else None
+        if rel_pos_grid is not None:  # BEiT: a learned bias per head and relative offset, added to the scores
+            distances = (2 * rel_pos_grid[0] - 1) * (2 * rel_pos_grid[1] - 1) + 3
+            self.relative_position_bias_table = nn.Parameter(torch.zeros(distances, num_heads))
+            self.register_buffer("relative_position_index", relative_position_index(rel_pos_grid), persistent=False)
         self.attn_drop = nn.Dropout(attn_drop)
-        self.norm = make_norm(norm_layer, dim, norm_eps) if attn_norm else nn.Identity()
-        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.norm = make_norm(norm_layer, inner, norm_eps) if attn_norm else nn.Identity()
+        self.proj = nn.Linear(inner, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, need_weights: bool = False, rope: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         B, N, D = x.shape
-        # (B, N, 3D) -> (3, B, H, N, d): project first, then split into heads.
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        if self.q_bias is None:
+            qkv = self.qkv(x)
+        else:  # q and v biases, none for k
+            bias = torch.cat([self.q_bias, self.q_bias.new_zeros(self.split[1]), self.v_bias])
+            qkv = F.linear(x, self.qkv.weight, bias)
+        # (B, N, q + k + v) -> three (B, heads, N, d): project first, then split into heads.
+        q, k, v = (t.reshape(B, N, -1, self.head_dim).transpose(1, 2) for t in qkv.split(self.split, dim=-1))
         q, k = self.q_norm(q), self.k_norm(k)
-        x, weights = attend(q, k, v, self.scale, need_weights, self.attn_drop)
-        x = x.transpose(1, 2).reshape(B, N, D)  # concatenate the heads again
+        if rope is not None:  # rotate the patch tokens only
+            n = self.num_prefix_tokens
+            q = torch.cat([q[:, :, :n], rotate(q[:, :, n:], *rope, self.rope_rotate_half)], dim=2)
+            k = torch.cat([k[:, :, :n], rotate(k[:, :, n:], *rope, self.rope_rotate_half)], dim=2)
+        if self.num_kv_heads != self.num_heads:  # each key/value head serves a group of query heads
+            groups = self.num_heads // self.num_kv_heads
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        bias = None
+        if self.rel_pos_grid is not None:
+            table, index = self.relative_position_bias_table, self.relative_position_index
+            bias = relative_position_bias(table, index, N, self.rel_pos_grid)
+        x, weights = attend(q, k, v, self.scale, need_weights, self.attn_drop, bias)
+        x = x.transpose(1, 2).reshape(B, N, -1)  # concatenate the heads again
         return self.proj_drop(self.proj(self.norm(x))), weights
 
 
 def attend(
-    q: Tensor, k: Tensor, v: Tensor, scale: float, need_weights: bool, attn_drop: nn.Dropout
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    scale: float,
+    need_weights: bool,
+    attn_drop: nn.Dropout,
+    bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """softmax(scale · q kᵀ) v for (B, H, Nq, d) queries and (B, H, N, d) keys and values.
+    """softmax(scale · q kᵀ + bias) v for (B, H, Nq, d) queries and (B, H, N, d) keys and values.
 
     Without ``need_weights`` the fused kernel runs and nothing (B, H, Nq, N) is formed. With it, the
     post-softmax, pre-dropout weights are returned too; without autograd (in eval mode, on CPU)
-    they are written in place by :func:`attention_with_weights_inplace`.
+    they are written in place by :func:`attention_with_weights_inplace`. ``bias`` (broadcast to
+    (B, H, Nq, N)) is added to the scores: BEiT's relative position bias.
     """
     training_drop = attn_drop.training and attn_drop.p > 0
     if not need_weights:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=attn_drop.p if attn_drop.training else 0.0), None
+        mask = bias.to(q.dtype) if bias is not None else None
+        drop = attn_drop.p if attn_drop.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop), None
     if _can_fill_in_place(q) and not training_drop:
-        return attention_with_weights_inplace(q, k, v, scale)
+        return attention_with_weights_inplace(q, k, v, scale, bias)
     scores = (q * scale) @ k.transpose(-2, -1)  # (B, H, Nq, N)
+    if bias is not None:
+        scores = scores + bias
     weights = scores.float().softmax(dim=-1).to(q.dtype)  # the map users want
     return attn_drop(weights) @ v, weights
 
@@ -96,19 +155,26 @@ def _can_fill_in_place(q: Tensor) -> bool:
     )
 
 
-def attention_with_weights_inplace(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """softmax(scale · q kᵀ) v and the softmax, for (B, H, Nq, d) queries, without autograd.
+def attention_with_weights_inplace(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """softmax(scale · q kᵀ + bias) v and the softmax, for (B, H, Nq, d) queries, without autograd.
 
     The same numbers as the explicit path with fewer passes over memory: q, k and v are laid
     out once as (B·H, N, d) so that both products run as plain batched GEMMs (kᵀ is a free
     transposed view), the scale is folded into the first GEMM, and the scores are written
-    straight into the returned weights tensor and softmaxed in place.
+    straight into the returned weights tensor (on top of the bias, when there is one) and
+    softmaxed in place.
     """
     B, H, Nq, d = q.shape
     N = k.shape[-2]
     q, k, v = q.reshape(B * H, Nq, d), k.reshape(B * H, N, d), v.reshape(B * H, N, v.shape[-1])
-    weights = q.new_empty(B * H, Nq, N)
-    torch.baddbmm(weights, q, k.transpose(1, 2), beta=0.0, alpha=scale, out=weights)
+    if bias is None:
+        weights = q.new_empty(B * H, Nq, N)
+        torch.baddbmm(weights, q, k.transpose(1, 2), beta=0.0, alpha=scale, out=weights)
+    else:
+        weights = bias.to(q.dtype).expand(B, H, Nq, N).reshape(B * H, Nq, N).clone()
+        weights.baddbmm_(q, k.transpose(1, 2), alpha=scale)
     torch.softmax(weights, dim=-1, out=weights)
     out = torch.bmm(weights, v)
     return out.view(B, H, Nq, -1), weights.view(B, H, Nq, N)

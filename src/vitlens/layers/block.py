@@ -37,10 +37,11 @@ class Block(nn.Module):
 
     ``block_type='pre_norm'`` (ViT): x + attn(norm1(x)), then x + mlp(norm2(x)), each branch
     optionally layer-scaled. ``'post_norm'`` (timm's ``ResPostBlock``, Swin v2's): x + norm1(attn(x)),
-    then x + norm2(mlp(x)).
+    then x + norm2(mlp(x)). ``index`` is the block's place in the stack (its key/value head count
+    may differ from the others'); ``rope`` in ``forward`` is the rotary embedding of this input size.
     """
 
-    def __init__(self, config: ViTConfig, *, drop_path: float = 0.0) -> None:
+    def __init__(self, config: ViTConfig, index: int = 0, *, drop_path: float = 0.0) -> None:
         super().__init__()
         c = config
         dim, norm = c.embed_dim, c.norm_layer
@@ -49,7 +50,10 @@ class Block(nn.Module):
         self.attn = Attention(
             dim,
             c.num_heads,
+            head_dim=c.head_dim,
+            num_kv_heads=c.kv_heads_per_block[index],
             qkv_bias=c.qkv_bias,
+            k_bias=c.k_bias,
             qk_norm=c.qk_norm,
             attn_norm=c.attn_norm,
             proj_bias=c.proj_bias,
@@ -57,6 +61,9 @@ class Block(nn.Module):
             proj_drop=c.proj_drop_rate,
             norm_layer=norm,
             norm_eps=c.norm_eps,
+            num_prefix_tokens=c.num_prefix_tokens,
+            rope_rotate_half=c.rope_rotate_half,
+            rel_pos_grid=c.grid_size if c.rel_pos_bias else None,
         )
         scaled = c.init_values and not self.post_norm
         self.ls1 = LayerScale(dim, c.init_values) if scaled else nn.Identity()
@@ -75,15 +82,17 @@ class Block(nn.Module):
             bias=c.proj_bias,
             drop=c.proj_drop_rate,
         )
-        self.ls2 = LayerScale(dim, c.init_values) if scaled else nn.Identity()
+        self.ls2 = LayerScale(dim, c.init_values) if scaled and not c.attn_only_layer_scale else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, need_weights: bool = False, rope: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         if self.post_norm:
-            y, weights = self.attn(x, need_weights)
+            y, weights = self.attn(x, need_weights, rope)
             x = x + self.drop_path1(self.norm1(y))
             return x + self.drop_path2(self.norm2(self.mlp(x))), weights
-        y, weights = self.attn(self.norm1(x), need_weights)
+        y, weights = self.attn(self.norm1(x), need_weights, rope)
         x = x + self.drop_path1(self.ls1(y))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x, weights

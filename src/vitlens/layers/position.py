@@ -1,4 +1,5 @@
-"""Position information: resampling learned position embeddings, and fixed 2-D sine-cosine ones."""
+"""Position information: resampling learned position embeddings, fixed 2-D sine-cosine ones, and BEiT's
+learned relative position bias."""
 
 from __future__ import annotations
 
@@ -46,3 +47,36 @@ def sincos_2d(grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> 
     ys = ys.flatten()[:, None] * omega[None]
     xs = xs.flatten()[:, None] * omega[None]
     return torch.cat([xs.sin(), xs.cos(), ys.sin(), ys.cos()], dim=1)[None]
+
+
+def relative_position_index(grid: tuple[int, int]) -> Tensor:
+    """BEiT's lookup (N + 1, N + 1) into a relative position table, the class token first.
+
+    Patch pairs index the (2 rows - 1) x (2 cols - 1) table of offsets (row-major); the last three
+    entries are the class token's: to every patch, from every patch, and to itself.
+    """
+    rows, cols = grid
+    distances = (2 * rows - 1) * (2 * cols - 1)
+    coords = torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")).flatten(1)  # (2, N)
+    offsets = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (N, N, 2): row and column offset
+    index = torch.zeros(rows * cols + 1, rows * cols + 1, dtype=torch.long)
+    index[1:, 1:] = (offsets[..., 0] + rows - 1) * (2 * cols - 1) + offsets[..., 1] + cols - 1
+    index[0, :] = distances
+    index[:, 0] = distances + 1
+    index[0, 0] = distances + 2
+    return index
+
+
+def relative_position_bias(table: Tensor, index: Tensor, num_tokens: int, grid: tuple[int, int]) -> Tensor:
+    """The (1, heads, N + 1, N + 1) bias that a (distances, heads) table and its index give; BEiT's.
+
+    The table is learned for one patch grid (the pretraining one) and a class token; other inputs
+    are refused with what was expected.
+    """
+    n = index.shape[0]
+    if num_tokens != n:
+        raise ValueError(
+            f"the relative position bias covers the class token and the {grid[0]}x{grid[1]} patch grid it was "
+            f"trained on ({n} tokens); got {num_tokens} tokens: feed images of that grid"
+        )
+    return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
