@@ -178,10 +178,11 @@ def test_cache_and_offline_follow_the_environment_of_the_moment(monkeypatch, tmp
     assert hub.is_offline() is False  # HF_HUB_OFFLINE, when set, decides
 
 
-@pytest.mark.parametrize("name", sorted(hub.DEFAULT_TAGS))
-def test_default_tags_are_timms(name):
-    assert f"timm/{name}.{hub.DEFAULT_TAGS[name]}" == timm.models.get_pretrained_cfg(name).hf_hub_id
+@pytest.mark.parametrize("name", sorted(hub.DEFAULT_REPOS))
+def test_default_repositories_are_timms(name):
+    assert hub.DEFAULT_REPOS[name] == timm.models.get_pretrained_cfg(name).hf_hub_id
     assert name in vitlens.list_models()
+    assert hub.pretrained_repo(name) == hub.DEFAULT_REPOS[name]
 
 
 def test_imagenet_names_are_timms():

@@ -96,3 +96,54 @@ def test_every_timm_vit_loads_exactly_or_is_refused_with_its_reason(name):
     back = to_timm_state_dict(ours)
     assert sorted(back) == sorted(state)
     assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+@pytest.mark.parametrize("name", [n for n in vitlens.list_models() if timm.is_model(n)])
+def test_presets_are_timms_definitions(name):
+    """A preset holds what timm's definition of that name holds (architecture and pre-processing)."""
+    from vitlens.checkpoint.timm_format import config_from_timm_name
+
+    ours, theirs = vitlens.get_config(name), config_from_timm_name(name)
+    # fc_norm=None means "timm's rule" (after the pooling for average pooling); compare what it decides
+    # and the MLP width as a width (a ratio of 5.33334 and a width of 8192 are the same MLP)
+    as_dict = lambda c: {
+        **c.to_dict(),
+        "fc_norm": c.use_fc_norm,
+        "labels": None,
+        "mlp_ratio": c.hidden_dim,
+        "mlp_dim": 0,
+    }
+    assert as_dict(ours) == as_dict(theirs)
+
+
+def test_any_timm_vit_is_a_model_name(tmp_path):
+    model = vitlens.create_model("vit_so400m_patch14_siglip_224", depth=1, img_size=56)
+    assert (model.config.embed_dim, model.config.global_pool, model.config.depth) == (1152, "map", 1)
+    out = model(torch.randn(1, 3, 56, 56), return_attention=True)
+    assert out.logits.shape == (1, 1152) and out.pool_attention.shape == (1, 16, 1, 16)
+    with pytest.raises(ValueError, match="unknown model preset 'vit_so400m_patch14_siglip_22'.*close names"):
+        vitlens.create_model("vit_so400m_patch14_siglip_22")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "eva02_tiny_patch14_224",
+        "vit_small_patch16_dinov3",
+        "vit_pe_core_tiny_patch16_384",
+        "vit_base_patch16_rope_reg1_gap_256",
+    ],
+)
+def test_rotary_embeddings_match_timm_at_other_input_sizes(name):
+    """timm resizes a rotary model's grid (and its absolute positions) at run time with dynamic_img_size."""
+    patch = timm.create_model(name, pretrained=False, depth=1).patch_embed.patch_size[0]
+    model = timm.create_model(name, pretrained=False, depth=2, img_size=patch * 4, dynamic_img_size=True).eval()
+    ours = vitlens.from_timm(model)
+    for rows, cols in ((5, 3), (4, 6)):
+        x = torch.randn(2, 3, rows * patch, cols * patch)
+        with torch.no_grad():
+            logits, maps = last_layer_maps(model, x)
+            out = ours(x, return_attention=[-1])
+        assert out.attentions[-1].shape[-1] == ours.token_layout(x).num_tokens
+        assert (out.logits - logits).abs().max() <= ATOL
+        assert (out.attentions[-1] - maps).abs().max() <= ATOL

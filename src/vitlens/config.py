@@ -264,6 +264,8 @@ class ViTConfig:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _vit(embed_dim: int, depth: int, num_heads: int, patch_size: int = 16, **kw: Any) -> dict[str, Any]:
@@ -281,6 +283,23 @@ _DINOV2 = dict(
     crop_pct=1.0,
 )
 _DINOV2_REG = dict(_DINOV2, reg_tokens=4, no_embed_class=True)
+_DINOV3 = dict(
+    img_size=256,
+    num_classes=0,
+    qkv_bias=False,
+    global_pool="avg",
+    fc_norm=False,
+    reg_tokens=4,
+    pos_embed="none",
+    rope="dinov3",
+    rope_temperature=100.0,
+    rope_rotate_half=True,
+    init_values=1e-5,
+    norm_eps=1e-5,
+    image_mean=IMAGENET_MEAN,
+    image_std=IMAGENET_STD,
+    crop_pct=1.0,
+)
 _GIANT = dict(
     embed_dim=1536, depth=40, num_heads=24, act_layer="silu", mlp_layer="swiglu_packed", mlp_ratio=2.66667 * 2
 )
@@ -308,6 +327,61 @@ PRESETS: dict[str, dict[str, Any]] = {
     "vit_base_patch14_reg4_dinov2": _vit(768, 12, 12, **_DINOV2_REG),
     "vit_large_patch14_reg4_dinov2": _vit(1024, 24, 16, **_DINOV2_REG),
     "vit_giant_patch14_reg4_dinov2": dict(_DINOV2_REG, **_GIANT),
+    # SigLIP: no class token; a learned query pools the tokens (global_pool='map'); image embedding out
+    "vit_base_patch16_siglip_224": _vit(
+        768, 12, 12, num_classes=0, class_token=False, global_pool="map", fc_norm=False, crop_pct=0.9
+    ),
+    # OpenAI CLIP's image tower: norm before the blocks, no patch bias, QuickGELU; the head is the projection
+    "vit_base_patch16_clip_quickgelu_224": _vit(
+        768,
+        12,
+        12,
+        num_classes=512,
+        pre_norm=True,
+        patch_bias=False,
+        act_layer="quick_gelu",
+        norm_eps=1e-5,
+        fc_norm=False,
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+    ),
+    # EVA-02 (MIM): rotary embeddings on the patches, q and v biases, SwiGLU with a norm inside, mean pooling
+    "eva02_base_patch14_224": _vit(
+        768,
+        12,
+        12,
+        patch_size=14,
+        num_classes=0,
+        mlp_dim=2048,
+        k_bias=False,
+        qkv_fused=False,
+        global_pool="avg",
+        fc_norm=True,
+        rope="axial",
+        rope_ref_grid=(16, 16),
+        act_layer="silu",
+        mlp_layer="swiglu",
+        mlp_norm=True,
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+        crop_pct=0.9,
+    ),
+    # DINOv3: four registers, layer scale, no absolute positions (DINOv3's rotary embedding instead)
+    "vit_small_patch16_dinov3": _vit(384, 12, 6, **_DINOV3),
+    "vit_base_patch16_dinov3": _vit(768, 12, 12, **_DINOV3),
+    # BEiT: q and v biases, a relative position bias in every block, layer scale, mean pooling
+    "beit_base_patch16_224": _vit(
+        768,
+        12,
+        12,
+        k_bias=False,
+        global_pool="avg",
+        fc_norm=True,
+        pos_embed="none",
+        rel_pos_bias=True,
+        init_values=1e-5,
+        crop_pct=0.9,
+    ),
     # Small-data presets that train on a laptop CPU.
     # vit_digits: scikit-learn's 8x8 grey digits, upsampled to 16x16 and cut into 2x2 patches.
     # Recipe (`make demo`; the vitlens.train.TrainConfig defaults): 60 epochs, batch 32, AdamW lr 2e-3

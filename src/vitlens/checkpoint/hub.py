@@ -24,27 +24,33 @@ CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference: no pickle when avoidable
 
-# The weights timm loads for a preset named without a tag (timm's default pretrained tag).
-DEFAULT_TAGS: dict[str, str] = {
-    "vit_tiny_patch16_224": "augreg_in21k_ft_in1k",
-    "vit_small_patch16_224": "augreg_in21k_ft_in1k",
-    "vit_base_patch16_224": "augreg2_in21k_ft_in1k",
-    "vit_base_patch32_224": "augreg_in21k_ft_in1k",
-    "vit_large_patch16_224": "augreg_in21k_ft_in1k",
-    "deit_tiny_patch16_224": "fb_in1k",
-    "deit_small_patch16_224": "fb_in1k",
-    "deit_base_patch16_224": "fb_in1k",
-    "deit_tiny_distilled_patch16_224": "fb_in1k",
-    "deit_small_distilled_patch16_224": "fb_in1k",
-    "deit_base_distilled_patch16_224": "fb_in1k",
-    "vit_small_patch14_dinov2": "lvd142m",
-    "vit_base_patch14_dinov2": "lvd142m",
-    "vit_large_patch14_dinov2": "lvd142m",
-    "vit_giant_patch14_dinov2": "lvd142m",
-    "vit_small_patch14_reg4_dinov2": "lvd142m",
-    "vit_base_patch14_reg4_dinov2": "lvd142m",
-    "vit_large_patch14_reg4_dinov2": "lvd142m",
-    "vit_giant_patch14_reg4_dinov2": "lvd142m",
+# The Hub repository of the weights timm loads for a preset named without a tag (timm's default tag).
+DEFAULT_REPOS: dict[str, str] = {
+    "vit_tiny_patch16_224": "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+    "vit_small_patch16_224": "timm/vit_small_patch16_224.augreg_in21k_ft_in1k",
+    "vit_base_patch16_224": "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
+    "vit_base_patch32_224": "timm/vit_base_patch32_224.augreg_in21k_ft_in1k",
+    "vit_large_patch16_224": "timm/vit_large_patch16_224.augreg_in21k_ft_in1k",
+    "deit_tiny_patch16_224": "timm/deit_tiny_patch16_224.fb_in1k",
+    "deit_small_patch16_224": "timm/deit_small_patch16_224.fb_in1k",
+    "deit_base_patch16_224": "timm/deit_base_patch16_224.fb_in1k",
+    "deit_tiny_distilled_patch16_224": "timm/deit_tiny_distilled_patch16_224.fb_in1k",
+    "deit_small_distilled_patch16_224": "timm/deit_small_distilled_patch16_224.fb_in1k",
+    "deit_base_distilled_patch16_224": "timm/deit_base_distilled_patch16_224.fb_in1k",
+    "vit_small_patch14_dinov2": "timm/vit_small_patch14_dinov2.lvd142m",
+    "vit_base_patch14_dinov2": "timm/vit_base_patch14_dinov2.lvd142m",
+    "vit_large_patch14_dinov2": "timm/vit_large_patch14_dinov2.lvd142m",
+    "vit_giant_patch14_dinov2": "timm/vit_giant_patch14_dinov2.lvd142m",
+    "vit_small_patch14_reg4_dinov2": "timm/vit_small_patch14_reg4_dinov2.lvd142m",
+    "vit_base_patch14_reg4_dinov2": "timm/vit_base_patch14_reg4_dinov2.lvd142m",
+    "vit_large_patch14_reg4_dinov2": "timm/vit_large_patch14_reg4_dinov2.lvd142m",
+    "vit_giant_patch14_reg4_dinov2": "timm/vit_giant_patch14_reg4_dinov2.lvd142m",
+    "vit_base_patch16_siglip_224": "timm/vit_base_patch16_siglip_224.v2_webli",
+    "vit_base_patch16_clip_quickgelu_224": "timm/vit_base_patch16_clip_224.metaclip_2pt5b",
+    "eva02_base_patch14_224": "timm/eva02_base_patch14_224.mim_in22k",
+    "vit_small_patch16_dinov3": "timm/vit_small_patch16_dinov3.lvd1689m",
+    "vit_base_patch16_dinov3": "timm/vit_base_patch16_dinov3.lvd1689m",
+    "beit_base_patch16_224": "timm/beit_base_patch16_224.in22k_ft_in22k_in1k",
 }
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -87,14 +93,26 @@ def parse_name(name: str) -> HubName:
 
 
 def pretrained_repo(model_name: str) -> str:
-    """The Hub repository of timm's weights for a preset: ``vit_small_patch16_224`` -> ``timm/vit_small_...in1k``."""
+    """The Hub repository of timm's weights for a model name: ``vit_small_patch16_224`` -> ``timm/vit_small_...in1k``.
+
+    ``NAME.TAG`` names that tag's repository; a name without a tag gets timm's default tag (for a
+    preset from the table here, for any other ViT from timm when it is installed).
+    """
     base, _, tag = model_name.partition(".")
-    if not tag:
-        if base not in DEFAULT_TAGS:
-            known = ", ".join(sorted(DEFAULT_TAGS))
-            raise ValueError(f"no public weights are known for {model_name!r}; presets with weights: {known}")
-        tag = DEFAULT_TAGS[base]
-    return f"{TIMM_PREFIX}{base}.{tag}"
+    if tag:
+        return f"{TIMM_PREFIX}{base}.{tag}"
+    if base in DEFAULT_REPOS:
+        return DEFAULT_REPOS[base]
+    try:
+        import timm
+
+        repo = timm.models.get_pretrained_cfg(base).hf_hub_id if timm.is_model(base) else None
+    except (ImportError, RuntimeError, AttributeError):
+        repo = None
+    if not repo:
+        known = ", ".join(sorted(DEFAULT_REPOS))
+        raise ValueError(f"no public weights are known for {model_name!r}; presets with weights: {known}")
+    return repo
 
 
 # ---------------------------------------------------------------------------------------------- the cache

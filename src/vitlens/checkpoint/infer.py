@@ -118,6 +118,13 @@ def _position_facts(state: dict[str, Tensor], facts: dict[str, Any], hints: dict
     patch = facts["patch_size"]
     prefix = int(facts["class_token"]) + int(facts["distilled"]) + facts["reg_tokens"]
     if "pos_embed" not in state:
+        table = state.get("blocks.0.attn.relative_position_bias_table")
+        if table is not None:  # BEiT: the relative position table fixes the grid, (2 side - 1)^2 + 3 offsets
+            side = (math.isqrt(int(table.shape[0]) - 3) + 1) // 2
+            grid = _grid_from_hint(side * side, hints.get("img_size"), patch)
+            if (2 * grid[0] - 1) * (2 * grid[1] - 1) + 3 == int(table.shape[0]):
+                size = grid[0] * patch if grid[0] == grid[1] else (grid[0] * patch, grid[1] * patch)
+                return dict(pos_embed="none", img_size=size)
         return dict(pos_embed="none", img_size=hints.get("img_size", 224))
     length = int(state["pos_embed"].shape[1])
     # The prefix tokens either have their own positions or not (no_embed_class): a hint decides

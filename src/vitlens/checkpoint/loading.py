@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import ViTConfig
 from ..model import VisionTransformer
-from . import hf_format, hub, timm_format, torchvision_format
+from . import hf_format, hub, timm_eva, timm_format, torchvision_format
 from .build import Reading, build
 from .files import CheckpointError, describe, read_json, read_state_dict, safetensors_metadata
 from .vitlens_format import CONFIG_NAME, WEIGHTS_NAME, config_from_metadata, is_vitlens_config
@@ -96,7 +96,8 @@ def read_checkpoint(path: Path, *, preset: str | None = None, num_heads: int | N
             hints.update(timm_format.hints_from_timm_config(side_config))
         elif preset is None and (name := timm_format.name_in_path(weights)):
             hints.update(timm_format.hints_from_name(name))
-        reading = Reading(state, where, "timm", hints)
+        renamed, origin = timm_eva.to_vitlens_names(state)  # Eva / Beit names; a no-op for the others
+        reading = Reading(renamed, where, "timm", hints, origin=origin)
     else:
         raise CheckpointError(
             f"{where}: not a ViT checkpoint vitlens can read; none of the timm (patch_embed.proj.weight), "

@@ -18,7 +18,7 @@ from ..config import PRESETS, ViTConfig, get_config
 from ..model import VisionTransformer
 from . import labels, preprocessing, timm_eva
 from .build import Reading, build
-from .infer import ratio_for
+from .infer import config_from_state, ratio_for
 
 # Parts of a Hub cache path around a model name: models--timm--<name>.<tag>/snapshots/<hash>/file
 _HUB_PREFIX = re.compile(r"^models--[^-]+(?:-[^-]+)*--")
@@ -51,7 +51,7 @@ _TIMM_ARGS = (
 _TIMM_RENAMED_ARGS = {"scale_attn_norm": "attn_norm", "scale_mlp_norm": "mlp_norm"}
 
 
-def _known_to_timm(name: str) -> bool:
+def known_to_timm(name: str) -> bool:
     try:
         import timm
     except ImportError:
@@ -59,12 +59,16 @@ def _known_to_timm(name: str) -> bool:
     return timm.is_model(name)
 
 
+# Name prefixes of the ViT families timm registers (a file named after one reads with that model's hints).
+_TIMM_VIT_PREFIXES = ("vit_", "deit", "eva", "beit", "aimv2_", "test_vit")
+
+
 def name_in_path(path: Path) -> str | None:
     """A model name (with its pretrained tag, when the path spells one timm knows) that ``path`` spells."""
     for part in [path.stem, path.name, *(p.name for p in path.parents)][:6]:
         full = re.sub(r"-[0-9a-f]{6,}$", "", _HUB_PREFIX.sub("", part))  # torchvision-style hash suffix
         base, _, tag = full.partition(".")
-        if base in PRESETS or (base.startswith(("vit_", "deit")) and _known_to_timm(base)):
+        if base in PRESETS or (base.startswith(_TIMM_VIT_PREFIXES) and known_to_timm(base)):
             return full if tag and _timm_pretrained_cfg(full) is not None else base
     return None
 
@@ -95,7 +99,7 @@ def hints_from_name(name: str) -> dict[str, Any]:
             hints.update(preprocessing.from_timm(tagged))
         hints["labels"] = labels.from_timm({"pretrained_cfg": tagged or {}}, hints["num_classes"])
         return hints
-    if not _known_to_timm(base):
+    if not known_to_timm(base):
         raise ValueError(
             f"unknown model name {name!r}: not a vitlens preset (vitlens.list_models()) and not a timm model"
         )
@@ -104,6 +108,25 @@ def hints_from_name(name: str) -> dict[str, Any]:
     with torch.device("meta"):
         model = timm.create_model(name if _timm_pretrained_cfg(name) is not None else base, pretrained=False)
     return hints_from_timm_module(model)
+
+
+def config_from_timm_name(name: str, **overrides: Any) -> ViTConfig:
+    """The config of the ViT timm registers as ``name`` (``NAME.TAG`` takes that tag's pre-processing).
+
+    Built from timm's own definition on the meta device (no weights are made): its hints, and the
+    shapes of its parameters.
+    """
+    import timm
+
+    if not known_to_timm(name.split(".", 1)[0]):
+        raise ValueError(f"unknown model name {name!r}: not a timm model")
+    with torch.device("meta"):
+        model = timm.create_model(name if _timm_pretrained_cfg(name) is not None else name.split(".", 1)[0])
+    hints = hints_from_timm_module(model)
+    state = dict(model.state_dict())
+    if type(model).__name__ in ("Eva", "Beit"):
+        state, _ = timm_eva.to_vitlens_names(state)
+    return config_from_state(state, hints, overrides, f"timm {name}", "timm")
 
 
 def hints_from_timm_config(data: dict[str, Any]) -> dict[str, Any]:
