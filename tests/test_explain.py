@@ -109,7 +109,12 @@ def test_no_class_token_reads_the_mean_of_patch_rows():
     assert torch.allclose(explain.rollout_from_attentions([a], lay), torch.tensor([[[9 / 16, 7 / 16]]]))
 
 
-@pytest.mark.parametrize("kw", [dict(reg_tokens=4), dict(class_token=False, global_pool="avg"), dict(distilled=True)])
+POOLED = dict(class_token=False, global_pool="map")  # SigLIP's layout: an attention pool reads the tokens out
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(reg_tokens=4), dict(class_token=False, global_pool="avg"), dict(distilled=True), POOLED]
+)
 def test_methods_run_on_every_layout(kw):
     model = tiny_model(**kw)
     x = torch.randn(2, 1, 8, 8)
@@ -129,8 +134,9 @@ def test_methods_run_on_every_layout(kw):
         lambda m, x: explain.rollout(m, x, head_fusion="max", discard_ratio=0.5),
     ],
 )
-def test_each_image_gets_the_map_it_gets_alone(method):
-    model = tiny_model(reg_tokens=2)
+@pytest.mark.parametrize("kw", [dict(reg_tokens=2), POOLED])
+def test_each_image_gets_the_map_it_gets_alone(method, kw):
+    model = tiny_model(**kw)
     x = torch.randn(4, 1, 8, 8)
     batched = method(model, x)
     alone = torch.cat([method(model, x[i : i + 1]) for i in range(4)])
@@ -138,8 +144,9 @@ def test_each_image_gets_the_map_it_gets_alone(method):
 
 
 @pytest.mark.parametrize("fn", [explain.rollout, explain.gae, explain.grad_rollout])
-def test_streaming_gives_the_same_maps(fn):
-    model = tiny_model(reg_tokens=1)
+@pytest.mark.parametrize("kw", [dict(reg_tokens=1), POOLED])
+def test_streaming_gives_the_same_maps(fn, kw):
+    model = tiny_model(**kw)
     x = torch.randn(3, 1, 8, 8)
     assert torch.allclose(fn(model, x, streaming=True), fn(model, x), atol=1e-6)
 
@@ -285,3 +292,37 @@ def test_rollout_per_layer_ends_with_the_full_rollout():
     assert per_layer.shape == (3, 3, 2, 2)
     assert torch.allclose(per_layer[:, -1], explain.rollout_from_attentions(maps, lay))
     assert torch.allclose(per_layer[:, 0], explain.rollout_from_attentions(maps[:1], lay))
+
+
+# ------------------------------------------------------------------ a model with an attention pool
+def test_pooled_models_read_out_through_the_pools_query():
+    """SigLIP's layout: the class row is the pool's query; rollout and GAE end in its row (no identity)."""
+    model = tiny_model(**POOLED, reg_tokens=1)
+    x = torch.randn(2, 1, 8, 8)
+    lay = model.token_layout(x)
+    assert lay.readout == "pool" and lay.class_index is None
+    with torch.no_grad():
+        out = model(x, return_attention=True)
+    pool = out.pool_attention  # (B, heads, 1, N): zero on the register token, which the pool does not read
+    assert pool.shape == (2, 4, 1, lay.num_tokens) and torch.all(pool[..., 0] == 0)
+    torch.testing.assert_close(pool.sum(-1), torch.ones(2, 4, 1))
+    heads = explain.cls_attention(model, x)
+    torch.testing.assert_close(heads, pool[:, :, 0, lay.patch_slice].reshape(2, 4, *lay.grid))
+    # rollout: the pool's head-mean row times the layers' (A + I) / rows product
+    factors = [a.mean(1) + torch.eye(lay.num_tokens) for a in out.attentions]
+    product = factors[1] / factors[1].sum(-1, keepdim=True) @ (factors[0] / factors[0].sum(-1, keepdim=True))
+    expected = (pool.mean(1) @ product)[:, 0, lay.patch_slice].reshape(2, *lay.grid)
+    torch.testing.assert_close(explain.rollout(model, x), expected)
+    with pytest.raises(ValueError, match="pass pool_attention=out.pool_attention"):
+        explain.rollout_from_attentions(out.attentions, lay)
+    # GAE: Chefer's rule, the pool's own (grad * map)+ row last
+    with torch.enable_grad():
+        out = model(x, return_attention=True)
+        score = out.logits.gather(1, out.logits.argmax(1, keepdim=True)).sum()
+        maps = [*out.attentions, out.pool_attention]
+        grads = torch.autograd.grad(score, maps)
+    relevance = torch.eye(lay.num_tokens).expand(2, -1, -1)
+    for a, g in zip(maps[:-1], grads[:-1]):
+        relevance = relevance + (g * a).clamp_min(0).mean(1) @ relevance
+    row = (grads[-1] * maps[-1]).clamp_min(0).mean(1) @ relevance
+    torch.testing.assert_close(explain.gae(model, x), row[:, 0, lay.patch_slice].reshape(2, *lay.grid))

@@ -43,7 +43,11 @@ class TokenLayout:
     """Where things sit in the token sequence for one input size.
 
     Tokens are ordered ``[class, distillation, registers..., patches]`` (absent ones skipped).
-    ``grid`` is the patch grid (rows, cols); patch ``i`` sits at row ``i // cols``.
+    ``grid`` is the patch grid (rows, cols); patch ``i`` sits at row ``i // cols``. ``readout``
+    says which query the head's feature comes from, and so which row of an attention map explains
+    it: ``'class'`` (the class token's), ``'pool'`` (an attention pool's own query, outside the
+    token sequence: ``ViTOutput.pool_attention``), or ``'mean'`` (the mean of the patch rows, for
+    average pooling without a class token).
     """
 
     num_prefix_tokens: int
@@ -52,6 +56,7 @@ class TokenLayout:
     register_indices: tuple[int, ...]
     grid: tuple[int, int]
     patch_size: int
+    readout: str = "class"
 
     @property
     def num_patches(self) -> int:
@@ -145,7 +150,8 @@ class VisionTransformer(nn.Module):
         if self.dist_token is not None:
             dist_index, i = i, i + 1
         regs = tuple(range(i, i + self.config.reg_tokens))
-        return TokenLayout(self.num_prefix_tokens, cls_index, dist_index, regs, (h // p, w // p), p)
+        readout = "pool" if self.attn_pool is not None else ("class" if cls_index is not None else "mean")
+        return TokenLayout(self.num_prefix_tokens, cls_index, dist_index, regs, (h // p, w // p), p, readout)
 
     # ------------------------------------------------------------------ forward
     def embed(self, images: Tensor) -> Tensor:
@@ -220,6 +226,14 @@ class VisionTransformer(nn.Module):
         """
         return self._head(tokens, pre_logits)[0]
 
+    def pool_attention(self, features: Tensor) -> Tensor | None:
+        """Where the attention pool's query looks for these final-norm tokens: (B, H, 1, N), or None.
+
+        ``None`` for a model without an attention pool. Equals ``ViTOutput.pool_attention``; for code
+        that runs the blocks itself (:meth:`iter_blocks`) and wants the readout's map at the end.
+        """
+        return self._head(features, need_weights=True)[1] if self.attn_pool is not None else None
+
     def _head(
         self, tokens: Tensor, pre_logits: bool = False, need_weights: bool = False
     ) -> tuple[Tensor, Tensor | None]:
@@ -233,9 +247,7 @@ class VisionTransformer(nn.Module):
         start = 0 if c.pool_include_prefix else self.num_prefix_tokens
         weights = None
         if self.attn_pool is not None:
-            pooled, weights = self.attn_pool(tokens[:, start:], need_weights)
-            if weights is not None and start:  # columns for the prefix tokens it does not read
-                weights = torch.cat([weights.new_zeros(*weights.shape[:-1], start), weights], dim=-1)
+            pooled, weights = self.attn_pool(tokens, need_weights, skip=start)
         elif c.global_pool == "avg":
             pooled = tokens[:, start:].mean(dim=1)
         else:

@@ -50,4 +50,9 @@ CASES: dict[str, BenchCase] = {
         modes=("plain", "maps_all", "maps_last", "train", "train_compile", "plain_bf16", "train_bf16", "explain"),
     ),
     "small512": BenchCase("small512", "vit_small_patch16_224", 1, img_size=512, modes=("memory",)),
+    # a rotary-embedding model and an attention-pool model, against timm's Eva and VisionTransformer
+    "eva02_base224": BenchCase("eva02_base224", "eva02_base_patch14_224", 4, modes=("plain", "maps_all", "maps_last")),
+    "siglip_base224": BenchCase(
+        "siglip_base224", "vit_base_patch16_siglip_224", 4, modes=("plain", "maps_all", "maps_last")
+    ),
 }

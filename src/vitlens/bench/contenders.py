@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import timm_kwargs, to_hf_config, to_hf_state_dict, to_torchvision_state_dict
+from ..checkpoint import timm_kwargs, to_hf_config, to_hf_state_dict, to_timm_state_dict, to_torchvision_state_dict
 from ..checkpoint.infer import plain_vit_problems
+from ..checkpoint.timm_format import timm_class
 from ..model import VisionTransformer
 
 PEERS = ("timm", "hf", "torchvision", "vit_pytorch")
@@ -54,13 +55,25 @@ def vitlens_contender(model: VisionTransformer) -> Contender:
     )
 
 
-def timm_contender(model: VisionTransformer) -> Contender:
-    """timm's VisionTransformer with the same weights; maps through ``timm.utils.AttentionExtract``."""
+def timm_contender(model: VisionTransformer, timm_name: str | None = None) -> Contender:
+    """timm's model with the same weights; maps through ``timm.utils.AttentionExtract``.
+
+    A config timm's ``VisionTransformer`` expresses is built from its arguments; another (timm's
+    Eva or Beit) is built by ``timm_name``, the timm model name of the case.
+    """
+    import timm
     from timm.models.vision_transformer import VisionTransformer as TimmViT
     from timm.utils import AttentionExtract
 
-    peer = TimmViT(**timm_kwargs(model.config))
-    peer.load_state_dict(model.state_dict())
+    if timm_class(model.config) == "VisionTransformer":
+        peer = TimmViT(**timm_kwargs(model.config))
+    elif timm_name is not None and timm.is_model(timm_name):
+        peer = timm.create_model(
+            timm_name, pretrained=False, img_size=model.config.img_hw, num_classes=model.config.num_classes
+        )
+    else:
+        raise ValueError(f"a timm {timm_class(model.config)} needs its timm model name to be built")
+    peer.load_state_dict(to_timm_state_dict(model))
     peer = peer.to(**_placement(model)).train(model.training)
     # AttentionExtract reads the softmax output, which only the unfused path forms: unfuse every
     # block for all maps, only the last one for last-layer maps (the other blocks stay fused).
@@ -179,8 +192,13 @@ _BUILDERS = {
 }
 
 
-def build_contenders(model: VisionTransformer, peers: Sequence[str]) -> tuple[list[Contender], dict[str, str]]:
-    """vitlens plus every peer that is installed and can express this config; and why others are missing."""
+def build_contenders(
+    model: VisionTransformer, peers: Sequence[str], timm_name: str | None = None
+) -> tuple[list[Contender], dict[str, str]]:
+    """vitlens plus every peer that is installed and can express this config; and why others are missing.
+
+    ``timm_name``: the timm model name of the case, for configs only timm's Eva or Beit hold.
+    """
     unknown = [p for p in peers if p not in _BUILDERS]
     if unknown:
         raise ValueError(f"unknown peer(s) {unknown}; expected some of {list(PEERS)}")
@@ -191,7 +209,7 @@ def build_contenders(model: VisionTransformer, peers: Sequence[str]) -> tuple[li
             skipped[peer] = "this config uses options the library lacks"
             continue
         try:
-            contenders.append(_BUILDERS[peer](model))
+            contenders.append(timm_contender(model, timm_name) if peer == "timm" else _BUILDERS[peer](model))
         except ImportError as err:
             skipped[peer] = f"not installed ({err.name})"
     return contenders, skipped

@@ -46,7 +46,7 @@ def forward_function(case: BenchCase, peer: str, mode: str, model) -> Callable[[
         return lambda x: rollout(model, x, streaming=mode == "rollout_stream")
     from .contenders import build_contenders
 
-    contenders, _ = build_contenders(model, [peer] if peer != "vitlens" else [])
+    contenders, _ = build_contenders(model, [peer] if peer != "vitlens" else [], timm_name=case.model)
     contender = next(c for c in contenders if c.name == peer)
     return contender.plain if mode == "plain" else getattr(contender, mode)
 

@@ -54,7 +54,7 @@ def run_case(
     if peak_gflops is None:
         peak_gflops = matmul_peak_gflops(device, dtype)
     result["matmul_peak_gflops"] = peak_gflops
-    contenders, skipped = build_contenders(model, peers)
+    contenders, skipped = build_contenders(model, peers, timm_name=case.model)
     result["skipped_peers"] = skipped
     result["notes"] = {c.name: c.note for c in contenders if c.note}
     result["max_logit_diff"] = check_same_outputs(contenders, images, atol=1e-4 if dtype == torch.float32 else 0.1)

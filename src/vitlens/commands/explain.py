@@ -51,8 +51,11 @@ def check_methods(methods: Sequence[str], model: VisionTransformer) -> list[str]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown explanation method(s) {unknown}; choose from {', '.join(METHODS)}")
-    if "cls" in methods and not model.config.class_token:
-        raise ValueError("method 'cls' needs a class token; this model pools the patch mean (use rollout or gae)")
+    if "cls" in methods and not model.config.class_token and model.config.global_pool != "map":
+        raise ValueError(
+            "method 'cls' needs a class token or an attention pool; this model averages its patches "
+            "(use rollout or gae)"
+        )
     if {"gae", "grad-rollout"} & set(methods) and model.config.num_classes == 0:
         raise ValueError("gae and grad-rollout explain a class, and this model has no classifier (num_classes=0)")
     return list(dict.fromkeys(methods))
@@ -84,18 +87,23 @@ def _round(value: Any, digits: int = 6) -> float:
 def explain_one(
     model: VisionTransformer, image: Tensor, methods: Sequence[str], target: int | None, layer: int
 ) -> dict[str, Any]:
-    """One model-ready image (C, H, W): logits, a (gh, gw) map per method, the class-token maps of
-    ``layer`` per head (H, gh, gw), and the attention distance per layer and head (L, H)."""
+    """One model-ready image (C, H, W): logits, a (gh, gw) map per method, the readout query's maps per
+    head (H, gh, gw: the class token's in ``layer``, or the attention pool's), and the attention
+    distance per layer and head (L, H)."""
     x = image[None].to(next(model.parameters()).device)
     layout = model.token_layout(x)
     with eval_mode(model), torch.no_grad():
         out = model(x, return_attention=True)
-    heads = explain.cls_attention_from(out.attentions[layer], layout)[0] if layout.class_index is not None else None
+    heads = None
+    if out.pool_attention is not None:
+        heads = explain.cls_attention_from(out.pool_attention, layout)[0]
+    elif layout.class_index is not None:
+        heads = explain.cls_attention_from(out.attentions[layer], layout)[0]
     maps: dict[str, Tensor] = {}
     if "cls" in methods:
         maps["cls"] = heads.mean(0)
     if "rollout" in methods:
-        maps["rollout"] = explain.rollout_from_attentions(out.attentions, layout)[0]
+        maps["rollout"] = explain.rollout_from_attentions(out.attentions, layout, pool_attention=out.pool_attention)[0]
     gradient = [m for m in ("grad-rollout", "gae") if m in methods]
     if gradient:
         attn, grads, _ = explain.attention_gradients(model, x, target)
@@ -118,7 +126,11 @@ def write_pictures(
         picture = plot.overlay(pixels, heat.detach().cpu(), size=size)
         atomic_write(folder / f"{method}.png", lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
         files[method] = f"{method}.png"
-    if result["heads"] is not None:
+    if result["heads"] is not None and model.attn_pool is not None:
+        key, title = "heads_pool", "attention pool's query, per head"
+        plot.head_grid(result["heads"].cpu(), pixels, path=folder / f"{key}.png", title=title)
+        files[key] = f"{key}.png"
+    elif result["heads"] is not None:
         key = f"heads_layer{layer % model.depth}"
         title = f"class-token attention per head, layer {layer % model.depth}"
         plot.head_grid(result["heads"].cpu(), pixels, path=folder / f"{key}.png", title=title)

@@ -1,9 +1,9 @@
 """Raw attention read-outs: class-token maps per head, attention distance and entropy, upsampling.
 
 Every function here works on attention tensors that are already computed, (B, H, N, N) per
-layer, plus the model's :class:`~vitlens.model.TokenLayout`, so one forward pass can feed all
-of them. Register and distillation tokens are never shown as "patches": only
-``layout.patch_slice`` is read.
+layer (and an attention pool's (B, H, 1, N)), plus the model's :class:`~vitlens.model.TokenLayout`,
+so one forward pass can feed all of them. Register and distillation tokens are never shown as
+"patches": only ``layout.patch_slice`` is read.
 """
 
 from __future__ import annotations
@@ -19,24 +19,28 @@ from ..model import TokenLayout, eval_mode
 
 
 def check_attention(attn: Tensor, layout: TokenLayout, name: str = "attention") -> None:
-    """Raise ``ValueError`` unless ``attn`` is (B, H, N, N) with N = ``layout.num_tokens``."""
+    """``ValueError`` unless ``attn`` is one layer's (B, H, N, N) or an attention pool's (B, H, 1, N)."""
     n = layout.num_tokens
-    if attn.dim() != 4 or attn.shape[-1] != n or attn.shape[-2] != n:
+    queries = (n, 1) if layout.readout == "pool" else (n,)
+    if attn.dim() != 4 or attn.shape[-1] != n or attn.shape[-2] not in queries:
+        expected = f"(batch, heads, {n}, {n})" + (f" or an attention pool's (batch, heads, 1, {n})" if n != 1 else "")
         raise ValueError(
-            f"{name} must have shape (batch, heads, {n}, {n}) for a layout with {layout.num_prefix_tokens} "
+            f"{name} must have shape {expected} for a layout with {layout.num_prefix_tokens} "
             f"prefix token(s) and a {layout.grid[0]}x{layout.grid[1]} patch grid; got {tuple(attn.shape)}"
         )
 
 
 def patch_scores(matrix: Tensor, layout: TokenLayout) -> Tensor:
-    """Read a token-by-token matrix (..., N, N) as a score per patch, shaped (..., gh, gw).
+    """Read a query-by-token matrix (..., Nq, N) as a score per patch, shaped (..., gh, gw).
 
-    With a class token: its row over the patch columns. Without one (global average pooling):
-    the mean of the patch rows over the patch columns, because the pooled feature is the mean
-    of the patch tokens.
+    One query row (an attention pool's, or a product that ends in it): that row over the patch
+    columns. Otherwise, with a class token: its row; without one (global average pooling): the
+    mean of the patch rows, because the pooled feature is the mean of the patch tokens.
     """
     patches = layout.patch_slice
-    if layout.class_index is not None:
+    if matrix.shape[-2] == 1:
+        scores = matrix[..., 0, patches]
+    elif layout.class_index is not None:
         scores = matrix[..., layout.class_index, patches]
     else:
         scores = matrix[..., patches, patches].mean(dim=-2)
@@ -63,23 +67,30 @@ def cls_attention_from(attn: Tensor, layout: TokenLayout, threshold: float | Non
     """Per-head class-token maps (B, H, gh, gw) from one layer's (B, H, N, N) attention.
 
     Without a class token the map is the mean attention that patch queries pay to each patch.
-    With ``threshold`` (e.g. 0.6, as in DINO) the result is DINO's binary mask instead: the
-    top patches that together hold that fraction of the head's attention over patches.
+    Given an attention pool's (B, H, 1, N) maps (``ViTOutput.pool_attention``), the pool query's
+    map per head. With ``threshold`` (e.g. 0.6, as in DINO) the result is DINO's binary mask
+    instead: the top patches that together hold that fraction of the head's attention over patches.
     """
     check_attention(attn, layout)
     maps = patch_scores(attn.float(), layout)
     return maps if threshold is None else dino_mask(maps, threshold)
 
 
-def cls_attention(model: nn.Module, images: Tensor, layer: int = -1, threshold: float | None = None) -> Tensor:
-    """DINO-style per-head maps of the class token over the patches of ``layer``: (B, H, gh, gw).
+def cls_attention(model: nn.Module, images: Tensor, layer: int | None = None, threshold: float | None = None) -> Tensor:
+    """DINO-style per-head maps of the readout query over the patches: (B, H, gh, gw).
 
-    Only ``layer`` computes explicit attention; the rest of the forward uses the fused kernel.
-    See :func:`cls_attention_from` for models without a class token and for ``threshold``.
+    ``layer=None``: the query the head reads out — the class token in the last layer, or, for a
+    model with an attention pool, the pool's own query (SigLIP). An index: the class row of that
+    layer (the mean of the patch rows without a class token). Only that layer computes explicit
+    attention; the rest of the forward uses the fused kernel. ``threshold``: see
+    :func:`cls_attention_from`.
     """
+    layout = model.token_layout(images)
     with eval_mode(model), torch.no_grad():
-        out = model(images, return_attention=[layer])
-    return cls_attention_from(out.attentions[layer], model.token_layout(images), threshold)
+        out = model(images, return_attention=[-1 if layer is None else layer])
+    if layer is None and out.pool_attention is not None:
+        return cls_attention_from(out.pool_attention, layout, threshold)
+    return cls_attention_from(out.attentions[-1 if layer is None else layer], layout, threshold)
 
 
 def upsample(heat: Tensor, image_size: int | Sequence[int], mode: str = "bilinear") -> Tensor:
@@ -100,6 +111,8 @@ def upsample(heat: Tensor, image_size: int | Sequence[int], mode: str = "bilinea
 def _patch_block(attn: Tensor, layout: TokenLayout, renormalize: bool) -> Tensor:
     """Attention from patch queries to patch keys (B, H, P, P), rows renormalized if asked."""
     check_attention(attn, layout)
+    if attn.shape[-2] != layout.num_tokens:
+        raise ValueError(f"distance and entropy read a layer's (B, H, N, N) maps, got {tuple(attn.shape)}")
     block = attn.float()[..., layout.patch_slice, layout.patch_slice]
     if renormalize:
         block = block / block.sum(dim=-1, keepdim=True).clamp_min(1e-12)

@@ -11,8 +11,10 @@ because it zips a forward-ordered list with a backward-ordered one):
   as in :func:`~vitlens.explain.rollout.rollout`.
 
 The class token's row of the result over the patches is the map (models without a class
-token: the mean of the patch rows). The target is the predicted class unless given; every
-image in the batch gets its own target and its own gradient.
+token: the mean of the patch rows). With an attention pool (SigLIP), its query's (B, H, 1, N)
+maps are the last factor, without the identity (the query is no token), and the product is
+that query's row. The target is the predicted class unless given; every image in the batch
+gets its own target and its own gradient.
 """
 
 from __future__ import annotations
@@ -30,23 +32,33 @@ from .targets import Target, target_scores
 Step = Callable[[Tensor, Tensor], Tensor]
 
 
-def gae_step(attn: Tensor, grad: Tensor) -> Tensor:
-    """Chefer's layer factor I + mean_h (∇A ⊙ A)⁺: (B, H, N, N) twice -> (B, N, N)."""
-    fused = (grad.float() * attn.float()).clamp_min(0).mean(dim=1)
+def _plus_identity(fused: Tensor) -> Tensor:
+    """Add I for the residual path of a token-by-token factor; an attention pool's row (B, 1, N) has none."""
+    if fused.shape[-2] != fused.shape[-1]:
+        return fused
     return fused + torch.eye(fused.shape[-1], device=fused.device, dtype=fused.dtype)
+
+
+def gae_step(attn: Tensor, grad: Tensor) -> Tensor:
+    """Chefer's layer factor I + mean_h (∇A ⊙ A)⁺: (B, H, N, N) twice -> (B, N, N) (pool: (B, 1, N), no I)."""
+    return _plus_identity((grad.float() * attn.float()).clamp_min(0).mean(dim=1))
 
 
 def grad_rollout_step(attn: Tensor, grad: Tensor) -> Tensor:
     """Gradient rollout's layer factor: (mean_h ∇A ⊙ A)⁺ + I, each row renormalized to sum to 1."""
-    fused = (grad.float() * attn.float()).mean(dim=1).clamp_min(0)
-    step = fused + torch.eye(fused.shape[-1], device=fused.device, dtype=fused.dtype)
-    return step / step.sum(dim=-1, keepdim=True)
+    step = _plus_identity((grad.float() * attn.float()).mean(dim=1).clamp_min(0))
+    return step / step.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def _fold(attentions: Sequence[Tensor], grads: Sequence[Tensor], layout: TokenLayout, step: Step) -> Tensor:
     """Multiply the layer factors, first layer rightmost, and read the patch map (B, gh, gw)."""
     if len(attentions) != len(grads) or not attentions:
         raise ValueError(f"need one gradient per attention map, got {len(attentions)} maps and {len(grads)} gradients")
+    if layout.readout == "pool" and (attentions[-1] is None or attentions[-1].shape[-2] != 1):
+        raise ValueError(
+            "this model reads out with an attention pool: its (B, H, 1, N) maps and their gradient come last "
+            "(as attention_gradients gives them)"
+        )
 
     def factors():
         for i, (attn, grad) in enumerate(zip(attentions, grads)):
@@ -76,13 +88,14 @@ def attention_gradients(
     """One forward and one backward: every layer's maps, each map's own gradient, and the class per image.
 
     The gradients come from ``torch.autograd.grad(score, maps)``, which returns them in the
-    order of ``maps`` — layer l's gradient next to layer l's map. The classes are None for a
-    callable target (see :mod:`vitlens.explain.targets`).
+    order of ``maps`` — layer l's gradient next to layer l's map. A model with an attention pool
+    has its pool's (B, H, 1, N) maps last: the readout that the folds end in. The classes are
+    None for a callable target (see :mod:`vitlens.explain.targets`).
     """
     with eval_mode(model), torch.enable_grad():
         out = model(images, return_attention=True)
         scores, classes = target_scores(out, target)
-        maps = list(out.attentions)
+        maps = list(out.attentions) + ([out.pool_attention] if out.pool_attention is not None else [])
         grads = torch.autograd.grad(scores.sum(), maps, allow_unused=True)
     grads = [torch.zeros_like(m) if g is None else g for m, g in zip(maps, grads)]  # a score blind to a layer
     return [m.detach() for m in maps], [g.detach() for g in grads], classes
@@ -108,7 +121,8 @@ def _streaming(model: nn.Module, images: Tensor, target, step: Step) -> Tensor:
     with eval_mode(model), torch.enable_grad():
         out = model(images, return_attention=True)
         scores, _ = target_scores(out, target)
-        for attn in out.attentions:
+        readout = [out.pool_attention] if out.pool_attention is not None else []
+        for attn in [*out.attentions, *readout]:  # the backward reaches the readout first
             attn.register_hook(hook_for(attn))
         # asking for the first map's gradient walks back through every later layer's map too
         torch.autograd.grad(scores.sum(), out.attentions[0])

@@ -3,7 +3,9 @@
 Each layer's heads are fused into one (N, N) map, the identity is added for the residual
 connection, each row is renormalized to sum to 1, and the layers are multiplied:
 ``R = Â_L ··· Â_start``. The class token's row of ``R`` over the patches is the map.
-Models without a class token (global average pooling) read the mean of the patch rows.
+Models without a class token (global average pooling) read the mean of the patch rows. A model
+with an attention pool (SigLIP) reads its pool's attention row r (heads fused) through the
+layers, r · R: the pool's query is not one of the tokens, so no identity is added for it.
 
 Two ways to run it: :func:`rollout_from_attentions` over maps already computed (reuse one
 forward pass), or :func:`rollout` on a model, which with ``streaming=True`` folds each layer
@@ -19,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..model import TokenLayout, eval_mode
-from .fold import product, running_products
+from .fold import ProductFold, product, running_products
 from .maps import check_attention, patch_scores
 
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -49,15 +51,21 @@ def discard_lowest(fused: Tensor, ratio: float) -> Tensor:
     flat = fused.flatten(1)
     lowest = flat.topk(count, dim=-1, largest=False).indices
     drop = torch.zeros_like(flat, dtype=torch.bool).scatter(-1, lowest, True).view_as(fused)
-    drop &= ~torch.eye(fused.shape[-1], dtype=torch.bool, device=fused.device)
+    if fused.shape[-2] == fused.shape[-1]:  # a token's attention to itself is its residual path
+        drop &= ~torch.eye(fused.shape[-1], dtype=torch.bool, device=fused.device)
     return fused.masked_fill(drop, 0.0)
 
 
 def residual_step(attn: Tensor, head_fusion: str = "mean", discard_ratio: float = 0.0) -> Tensor:
-    """One layer's rollout factor: fuse heads, drop the lowest entries, add I, renormalize rows."""
-    fused = discard_lowest(fuse_heads(attn.float(), head_fusion), discard_ratio)
-    step = fused + torch.eye(fused.shape[-1], device=fused.device, dtype=fused.dtype)
-    return step / step.sum(dim=-1, keepdim=True)
+    """One layer's rollout factor: fuse heads, drop the lowest entries, add I, renormalize rows.
+
+    An attention pool's (B, H, 1, N) maps give its query's row (B, 1, N), without the identity:
+    the query is not a token with a residual path.
+    """
+    step = discard_lowest(fuse_heads(attn.float(), head_fusion), discard_ratio)
+    if step.shape[-2] == step.shape[-1]:
+        step = step + torch.eye(step.shape[-1], device=step.device, dtype=step.dtype)
+    return step / step.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def _check_start(start_layer: int, depth: int) -> int:
@@ -81,17 +89,33 @@ def layer_factors(
         yield residual_step(attn, head_fusion, discard_ratio)
 
 
+def _readout_factor(layout: TokenLayout, pool_attention: Tensor | None, head_fusion: str, discard_ratio: float):
+    """The attention pool's row factor (B, 1, N) for a pooled model, else nothing; refused when it is missing."""
+    if layout.readout != "pool":
+        return []
+    if pool_attention is None:
+        raise ValueError("this model reads out with an attention pool: pass pool_attention=out.pool_attention")
+    check_attention(pool_attention, layout, "pool_attention")
+    return [residual_step(pool_attention, head_fusion, discard_ratio)]
+
+
 def rollout_matrix(
     attentions: Sequence[Tensor | None],
     layout: TokenLayout,
     head_fusion: str = "mean",
     discard_ratio: float = 0.0,
     start_layer: int = 0,
+    pool_attention: Tensor | None = None,
 ) -> Tensor:
-    """The full rolled-out token-to-token matrix (B, N, N); each row sums to 1."""
+    """The rolled-out token-to-token matrix (B, N, N); each row sums to 1.
+
+    For a model with an attention pool (``pool_attention``, its (B, H, 1, N) maps), the pool
+    query's rolled-out row (B, 1, N).
+    """
     attentions = list(attentions)
     start = _check_start(start_layer, len(attentions))
-    return product(layer_factors(attentions, layout, head_fusion, discard_ratio, start))
+    layers = layer_factors(attentions, layout, head_fusion, discard_ratio, start)
+    return product([*layers, *_readout_factor(layout, pool_attention, head_fusion, discard_ratio)])
 
 
 def rollout_from_attentions(
@@ -100,9 +124,14 @@ def rollout_from_attentions(
     head_fusion: str = "mean",
     discard_ratio: float = 0.0,
     start_layer: int = 0,
+    pool_attention: Tensor | None = None,
 ) -> Tensor:
-    """Rollout maps (B, gh, gw) from per-layer (B, H, N, N) attention (e.g. ``ViTOutput.attentions``)."""
-    return patch_scores(rollout_matrix(attentions, layout, head_fusion, discard_ratio, start_layer), layout)
+    """Rollout maps (B, gh, gw) from per-layer (B, H, N, N) attention (e.g. ``ViTOutput.attentions``).
+
+    A model with an attention pool also needs ``pool_attention`` (``ViTOutput.pool_attention``).
+    """
+    matrix = rollout_matrix(attentions, layout, head_fusion, discard_ratio, start_layer, pool_attention)
+    return patch_scores(matrix, layout)
 
 
 def rollout_per_layer(
@@ -133,9 +162,14 @@ def rollout(
     with eval_mode(model), torch.no_grad():
         if not streaming:
             out = model(images, return_attention=True)
-            return rollout_from_attentions(out.attentions, layout, head_fusion, discard_ratio, start_layer)
+            args = (head_fusion, discard_ratio, start_layer, out.pool_attention)
+            return rollout_from_attentions(out.attentions, layout, *args)
         start = _check_start(start_layer, model.depth)
-        layers = model.iter_blocks(images, return_attention=list(range(start, model.depth)))
-        # each block's maps are folded in and dropped before the next block runs
-        factors = (residual_step(step.attention, head_fusion, discard_ratio) for step in layers if step.index >= start)
-        return patch_scores(product(factors), layout)
+        fold, tokens = ProductFold(), None
+        for step in model.iter_blocks(images, return_attention=list(range(start, model.depth))):
+            tokens = step.tokens
+            if step.index >= start:  # each block's maps are folded in and dropped before the next block runs
+                fold.add(residual_step(step.attention, head_fusion, discard_ratio))
+        for factor in _readout_factor(layout, model.pool_attention(model.norm(tokens)), head_fusion, discard_ratio):
+            fold.add(factor)
+        return patch_scores(fold.result(), layout)

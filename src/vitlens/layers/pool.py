@@ -43,12 +43,19 @@ class AttentionPool(nn.Module):
         self.norm = make_norm(norm_layer, dim, norm_eps)
         self.mlp = Mlp(dim, hidden_dim, act_layer=act_layer)
 
-    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, need_weights: bool = False, skip: int = 0) -> tuple[Tensor, Tensor | None]:
+        """Pool ``x`` (B, N, D) but its first ``skip`` tokens; the weights, if asked, cover all N (0 on those)."""
+        bias = None
+        if skip and not need_weights:
+            x = x[:, skip:]
+        elif skip:  # the same numbers, over every token: the skipped ones masked out (in the graph, for gradients)
+            bias = x.new_zeros(1, 1, 1, x.shape[1])
+            bias[..., :skip] = float("-inf")
         B, N, D = x.shape
         q = self.q(self.latent).expand(B, -1, -1).reshape(B, 1, self.num_heads, self.head_dim).transpose(1, 2)
         # (B, N, 2D) -> (2, B, H, N, d)
         k, v = self.kv(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        y, weights = attend(q, k, v, self.scale, need_weights, self.attn_drop)
+        y, weights = attend(q, k, v, self.scale, need_weights, self.attn_drop, bias)
         y = self.proj(y.transpose(1, 2).reshape(B, 1, D))
         y = y + self.mlp(self.norm(y))
         return y[:, 0], weights
