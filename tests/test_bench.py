@@ -147,3 +147,13 @@ def test_allocator_effect_benchmark_runs_both_allocators(capsys):
         assert float(row.split()[-1]) > 0  # maps speed / plain speed
     if platform.libc_ver()[0] == "glibc":
         assert not any("had no effect" in line for line in lines)
+
+
+@pytest.mark.parametrize("name", ["eva02_tiny_patch14_224", "vit_base_patch16_siglip_224"])
+def test_timm_families_are_timed_against_timms_own_model(name):
+    pytest.importorskip("timm")
+    overrides = dict(img_size=28 if "patch14" in name else 32, depth=1)
+    case = BenchCase("family", name, 1, modes=("plain", "maps_all"), overrides=overrides)
+    result = bench.run_case(case, peers=["timm", "hf"], repeats=1, peak_gflops=100.0, log=lambda _: None)
+    assert result["max_logit_diff"]["timm"] < 1e-4  # timm's Eva / VisionTransformer with the same weights
+    assert "hf" in result["skipped_peers"] and set(result["modes"]["maps_all"]) >= {"vitlens", "timm"}

@@ -68,8 +68,9 @@ def timm_contender(model: VisionTransformer, timm_name: str | None = None) -> Co
     if timm_class(model.config) == "VisionTransformer":
         peer = TimmViT(**timm_kwargs(model.config))
     elif timm_name is not None and timm.is_model(timm_name):
+        c = model.config
         peer = timm.create_model(
-            timm_name, pretrained=False, img_size=model.config.img_hw, num_classes=model.config.num_classes
+            timm_name, pretrained=False, img_size=c.img_hw, num_classes=c.num_classes, depth=c.depth
         )
     else:
         raise ValueError(f"a timm {timm_class(model.config)} needs its timm model name to be built")
