@@ -52,7 +52,18 @@ def test_images_come_from_files_folders_and_globs_in_a_stable_order(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="folder .*empty holds no image files"):
         collect_image_paths([tmp_path / "empty"])
-    assert unique_stems([Path("x/cat.png"), Path("y/cat.jpg"), Path("dog one.png")]) == ["cat-0", "cat-1", "dog_one"]
+    assert unique_stems([Path("x/cat.png"), Path("y/cat.jpg"), Path("dog one.png")]) == ["cat", "cat-2", "dog_one"]
+    # names that would leave the output folder, hide in it, fold onto each other or onto the run's own files
+    hostile = [Path("...png"), Path("..png"), Path(".png"), Path(".hidden.png"), Path("Cat.png"), Path("cat.png")]
+    assert unique_stems(hostile + [Path("explain.json.png")], reserved=("explain.json",)) == [
+        "image",
+        "image-2",
+        "png",
+        "hidden",
+        "Cat",
+        "cat-2",
+        "explain.json-2",
+    ]
 
 
 def test_explain_writes_pictures_and_numbers_that_match_vitlens_explain(tmp_path, model_dir, capsys):

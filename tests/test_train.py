@@ -114,7 +114,10 @@ def test_output_folder_holding_a_run_is_refused_unless_asked(tmp_path):
     (out / "notes.md").write_text("mine")
     prepare_output(out, overwrite=False)  # a folder without a run is fine
     (out / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(FileExistsError, match="stopped before its first checkpoint.*--overwrite"):
+        prepare_output(out, overwrite=False)
     (out / "last").mkdir()
+    (out / "last" / "train_state.pt").write_bytes(b"")
     with pytest.raises(FileExistsError, match="already holds a training run.*--resume.*--overwrite"):
         prepare_output(out, overwrite=False)
     prepare_output(out, overwrite=True)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,11 +120,8 @@ class ViTConfig:
     def __post_init__(self) -> None:
         if self.act_layer == "swiglu":  # the name configs written before mlp_layer existed used
             self.act_layer, self.mlp_layer = "silu", "swiglu_packed"
-        for name in ("img_size", "num_kv_heads", "rope_ref_grid", "rope_periods"):
-            if isinstance(getattr(self, name), list):  # JSON gives lists
-                setattr(self, name, tuple(getattr(self, name)))
-        self.image_mean = tuple(float(v) for v in self.image_mean)
-        self.image_std = tuple(float(v) for v in self.image_std)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _typed(f"ViTConfig.{f.name}", getattr(self, f.name), _FIELD_TYPES[f.name]))
         self.validate()
 
     # ------------------------------------------------------------------ checks
@@ -169,6 +169,20 @@ class ViTConfig:
             )
         if self.num_classes < 0 or self.reg_tokens < 0:
             raise ValueError("ViTConfig.num_classes and reg_tokens must be >= 0")
+        if not self.norm_eps > 0:
+            raise ValueError(f"ViTConfig.norm_eps must be > 0, got {self.norm_eps!r}")
+        if not self.image_mean or len(self.image_std) != len(self.image_mean):
+            raise ValueError(
+                f"ViTConfig.image_mean and image_std need one value per channel, as many of each; "
+                f"got {self.image_mean} and {self.image_std}"
+            )
+        if any(v <= 0 for v in self.image_std):
+            raise ValueError(f"ViTConfig.image_std must be > 0, got {self.image_std}")
+        if self.labels is not None and len(self.labels) != self.num_classes:
+            raise ValueError(
+                f"ViTConfig.labels names {len(self.labels)} class(es) but the head has num_classes={self.num_classes}: "
+                "give one name per class, or none"
+            )
         if self.global_pool == "token" and not self.class_token:
             raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg'")
         if self.distilled and not self.class_token:
@@ -260,6 +274,71 @@ class ViTConfig:
 
     def replace(self, **changes: Any) -> ViTConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _typed(name: str, value: Any, kind: Any) -> Any:
+    """``value`` as the annotated type ``kind`` (JSON lists become tuples, ints become floats), or a ValueError.
+
+    What came is named with its type, so ``depth: 4.5``, ``num_heads: "4"`` and ``img_size: "16"``
+    say what is wrong instead of failing later; non-finite floats are refused too.
+    """
+    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
+    if value is None and type(None) in options:
+        return None
+    for option in (o for o in options if o is not type(None)):
+        try:
+            return _as(value, option)
+        except (TypeError, ValueError):
+            continue
+    wanted = " or ".join(_describe(o) for o in options)
+    raise ValueError(f"{name} must be {wanted}, got {value!r} ({type(value).__name__})")
+
+
+_NAMES = {int: ("an integer", "integers"), float: ("a finite number", "numbers"), bool: ("true or false", "booleans")}
+_NAMES[str] = ("a string", "strings")
+
+
+def _describe(kind: Any) -> str:
+    if kind is type(None):
+        return "null"
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (tuple, list):
+        count = "" if origin is list or args[-1] is Ellipsis else f"{len(args)} "
+        return f"a list of {count}{_NAMES.get(args[0], ('', str(args[0])))[1]}"
+    if origin is dict:
+        return "an object"
+    return _NAMES.get(kind, (str(kind),))[0]
+
+
+def _as(value: Any, kind: Any) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (tuple, list):
+        args = typing.get_args(kind)
+        fixed = origin is tuple and args[-1] is not Ellipsis
+        if not isinstance(value, (list, tuple)) or (fixed and len(value) != len(args)):
+            raise TypeError
+        return origin(_as(v, args[0]) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TypeError
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    raise TypeError(f"unhandled field type {kind}")
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -419,6 +498,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         image_std=(0.2470, 0.2435, 0.2616),
     ),
 }
+
+
+_FIELD_TYPES = typing.get_type_hints(ViTConfig)
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -356,6 +356,25 @@ class VisionTransformer(nn.Module):
             flags[i] = True
         return tuple(flags)
 
+    @torch.no_grad()
+    def find_non_finite(self, images: Tensor) -> str | None:
+        """Where the numbers of a forward on ``images`` stop being finite: the first part that
+        gives a NaN or an infinity (``'the input'``, ``'the embedding'``, ``'block 3'``, ``'the
+        final norm'``, ``'the head'``), or ``None`` when everything is finite."""
+        if not torch.isfinite(images).all():
+            return "the input"
+        x = None
+        for step in self.iter_blocks(images):
+            if x is None and not torch.isfinite(self.embed(images)).all():
+                return "the embedding"
+            x = step.tokens
+            if not torch.isfinite(x).all():
+                return f"block {step.index}"
+        tokens = self.norm(x)
+        if not torch.isfinite(tokens).all():
+            return "the final norm"
+        return None if torch.isfinite(self.forward_head(tokens)).all() else "the head"
+
     # --------------------------------------------------------------- utilities
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -24,7 +24,7 @@ from ..config import POS_INTERPOLATIONS, ViTConfig
 from ..layers import resample_pos_embed
 from ..model import VisionTransformer
 from .files import CheckpointError, describe
-from .infer import config_from_state
+from .infer import config_from_state, shape_facts
 
 HEAD_KEYS = ("head.", "head_dist.")
 
@@ -63,7 +63,9 @@ def build(
     input_size = hints.pop("input_size", None)
     target = img_size if img_size is not None else input_size
     num_classes = overrides.pop("num_classes", None)
+    check_dtypes(reading)
     if reading.config is not None:
+        check_config_fits(reading.config, reading)
         config = reading.config.replace(**overrides) if overrides else reading.config
     else:
         config = config_from_state(reading.state, hints, overrides, reading.where, reading.source)
@@ -91,6 +93,50 @@ def build(
         model = VisionTransformer(config).to(device)  # what the file lacks (a new head) keeps its initialisation
     model.load_state_dict(fitting, strict=False)
     return model.eval()
+
+
+# The config fields that a checkpoint's tensors decide; a stored config that says otherwise is refused.
+_SHAPE_FIELDS = (
+    "embed_dim",
+    "depth",
+    "patch_size",
+    "in_chans",
+    "num_classes",
+    "class_token",
+    "distilled",
+    "reg_tokens",
+)
+
+
+def check_config_fits(config: ViTConfig, reading: Reading) -> None:
+    """``CheckpointError`` when a stored config disagrees with the tensors beside it (before anything is built).
+
+    A ``config.json`` saying ``depth=100000`` over a 4-block file would otherwise build 100000 blocks
+    before the key check could say so.
+    """
+    try:
+        facts = shape_facts(reading.state, {}, reading.where)
+    except CheckpointError:
+        return  # the tensors are not a ViT's: the key check names what is missing
+    wrong = [
+        f"{k}={getattr(config, k)!r} (the weights hold {facts[k]!r})"
+        for k in _SHAPE_FIELDS
+        if getattr(config, k) != facts[k]
+    ]
+    if wrong:
+        raise CheckpointError(f"{reading.where}: its config disagrees with its weights: {', '.join(wrong)}")
+
+
+def check_dtypes(reading: Reading) -> None:
+    """``CheckpointError`` naming the first tensor that is not floating point: weights stored as integers
+    (the same bytes read as I32, or values truncated to I64) would load and run as nonsense."""
+    for key, tensor in reading.state.items():
+        if not tensor.is_floating_point():
+            name = reading.origin.get(key, key)
+            raise CheckpointError(
+                f"{reading.where}: tensor {name} {tuple(tensor.shape)} is stored as {tensor.dtype}; "
+                "a ViT's weights are floating point (float32, float16 or bfloat16)"
+            )
 
 
 def _resample_positions(

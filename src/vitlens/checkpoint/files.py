@@ -30,11 +30,17 @@ def write_tensors(path: Path, tensors: Mapping[str, Tensor], metadata: dict[str,
     """Save tensors as safetensors, or as a pickle when ``path`` ends in ``.pth``/``.pt``/``.bin``."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     if path.suffix in PICKLE_SUFFIXES:
-        atomic_write(path, lambda p: torch.save(tensors, p))
+        write = lambda p: torch.save(tensors, p)
     else:
         from safetensors.torch import save_file
 
-        atomic_write(path, lambda p: save_file(tensors, p, metadata=metadata))
+        write = lambda p: save_file(tensors, p, metadata=metadata)
+    try:
+        atomic_write(path, write)
+    except OSError:
+        raise
+    except Exception as e:  # torch's and safetensors' own errors for a full disk or a vanished folder
+        raise OSError(f"cannot write {path}: {e} (is the disk full?)") from e
 
 
 def read_json(path: Path) -> dict[str, Any]:

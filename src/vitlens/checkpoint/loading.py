@@ -10,6 +10,7 @@ and then read like any folder.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,35 @@ def load(
     if hub.is_hub_name(path):  # "hf-hub:ORG/NAME[@rev]" / "timm/NAME.TAG": fetched into the Hugging Face cache first
         path = hub.fetch(str(path)).weights
     path = Path(path)
+    swapped = path.with_name(f".{path.name}.old")
+    if not path.exists() and swapped.is_dir():  # a training checkpoint caught between its two renames
+        warnings.warn(f"{path} is being replaced; reading the previous checkpoint {swapped}", stacklevel=2)
+        path = swapped
     if not path.exists():
         raise FileNotFoundError(f"no such checkpoint: {path}")
     reading = read_checkpoint(path, preset=preset, num_heads=num_heads)
     return build(reading, strict=strict, pos_interp=pos_interp, img_size=img_size, **config_overrides)
+
+
+def _vitlens_config(weights: Path, side_config: dict[str, Any] | None, side_path: Path) -> dict[str, Any] | None:
+    """A vitlens config for ``weights``: the ``config.json`` beside them, else the one in the safetensors header.
+
+    ``save_pretrained`` writes both alike; when they disagree (an edited ``config.json``), the
+    ``config.json`` wins and a warning names the fields that differ.
+    """
+    side = side_config if side_config is not None and is_vitlens_config(side_config) else None
+    stored = None
+    if weights.suffix == ".safetensors":
+        stored = config_from_metadata(safetensors_metadata(weights), str(weights))
+    if side is not None and stored is not None:
+        differ = sorted(k for k in set(side) | set(stored) if side.get(k) != stored.get(k))
+        if differ:
+            warnings.warn(
+                f"{side_path} and the config in {weights.name}'s header differ in {', '.join(differ)}; "
+                f"{side_path.name} wins",
+                stacklevel=4,
+            )
+    return side if side is not None else stored
 
 
 def read_checkpoint(path: Path, *, preset: str | None = None, num_heads: int | None = None) -> Reading:
@@ -77,13 +103,13 @@ def read_checkpoint(path: Path, *, preset: str | None = None, num_heads: int | N
     where = str(weights)
     state = read_state_dict(weights)
 
-    stored = None
-    if weights.suffix == ".safetensors":
-        stored = config_from_metadata(safetensors_metadata(weights))
-    if stored is None and side_config is not None and is_vitlens_config(side_config):
-        stored = side_config
+    stored = _vitlens_config(weights, side_config, folder / CONFIG_NAME)
     if stored is not None and "patch_embed.proj.weight" in state:
-        return Reading(state, where, "vitlens", config=ViTConfig.from_dict(stored))
+        try:
+            config = ViTConfig.from_dict(stored)
+        except ValueError as e:
+            raise CheckpointError(f"{where}: its vitlens config is not valid: {e}") from e
+        return Reading(state, where, "vitlens", config=config)
 
     if hf_format.is_hf_state(state):
         processor = read_json(folder / PREPROCESSOR_NAME) if (folder / PREPROCESSOR_NAME).is_file() else None

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..atomic import write_json
 from ..model import VisionTransformer
-from .files import write_tensors
+from .files import CheckpointError, write_tensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -31,10 +31,13 @@ def is_vitlens_config(data: dict[str, Any]) -> bool:
     return data.get("model_type") == "vitlens"
 
 
-def config_from_metadata(metadata: dict[str, str]) -> dict[str, Any] | None:
+def config_from_metadata(metadata: dict[str, str], where: str = "the safetensors header") -> dict[str, Any] | None:
     """The vitlens config stored in a safetensors header, if there is one."""
     text = metadata.get("config")
     if not text:
         return None
-    data = json.loads(text)
-    return data if is_vitlens_config(data) else None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{where}: the config in its safetensors header is not valid JSON ({e})") from e
+    return data if isinstance(data, dict) and is_vitlens_config(data) else None

@@ -28,7 +28,7 @@ from ..factory import create_model
 from ..model import VisionTransformer, eval_mode
 from ..training import distributed
 from ..viz import plot
-from ..viz.readout import class_name, display_image, top_predictions
+from ..viz.readout import check_finite, check_top_k, class_name, display_image, top_predictions
 
 METHODS = ("cls", "rollout", "grad-rollout", "gae")
 SUMMARY_NAME = "explain.json"
@@ -119,7 +119,7 @@ def write_pictures(
 ) -> dict[str, str]:
     """Save the overlays, head grid and distance plot of one image into ``folder``; return the file names."""
     folder.mkdir(parents=True, exist_ok=True)
-    pixels = display_image(model, image)
+    pixels = display_image(model, image)  # (the folder's name comes from unique_stems: inside the output folder)
     size = max(OVERLAY_PIXELS, *pixels.shape[:2])
     files: dict[str, str] = {}
     for method, heat in result["maps"].items():
@@ -158,6 +158,7 @@ def explain_files(
     """
     methods = check_methods(methods, model)
     explain.check_target(target, model.config.num_classes)
+    check_top_k(top_k)
     model.layers_requested([layer])  # a clear error for a layer the model does not have
     paths = [Path(p) for p in paths]
     for p in paths:
@@ -171,12 +172,13 @@ def explain_files(
     world = distributed.setup()
     model = model.to(world.device)
     transform = transforms_for(model)
-    names = unique_stems(paths)
+    names = unique_stems(paths, reserved=(SUMMARY_NAME,))
     mine = range(world.rank, len(paths), world.size)
     records = []
     for i in tqdm(mine, desc="explain", unit="image", disable=not (progress and world.is_main)):
         image = transform(read_image(paths[i]))
         result = explain_one(model, image, methods, target, layer)
+        check_finite(model, image[None].to(world.device), result, str(paths[i]))
         files = write_pictures(model, image, result, out / names[i], layer)
         target_index = int(result["logits"].argmax()) if target is None else target
         records.append(

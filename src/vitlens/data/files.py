@@ -53,7 +53,9 @@ def read_image(path: str | Path):
             image = im.copy()
     except FileNotFoundError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except Image.DecompressionBombError as e:  # PIL's guard against images that would fill the memory
+        raise ValueError(f"{path} is too large to read safely: {e}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read {path} as an image: {e}") from e
     if image.mode not in READABLE_MODES:
         raise ValueError(
@@ -63,7 +65,22 @@ def read_image(path: str | Path):
     return image
 
 
-def unique_stems(paths: list[Path]) -> list[str]:
-    """A distinct, file-name-safe name per path: the file stem, numbered when two names collide."""
-    safe = ["".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in p.stem) or "image" for p in paths]
-    return [f"{name}-{i}" if safe.count(name) > 1 else name for i, name in enumerate(safe)]
+def unique_stems(paths: list[Path], reserved: tuple[str, ...] = ()) -> list[str]:
+    """A distinct, file-name-safe name per path, for a folder or file inside an output folder.
+
+    The file stem with anything but letters, digits, ``-``, ``_`` and inner dots replaced, never
+    empty, hidden, ``.`` or ``..`` (so it cannot leave the output folder), never one of
+    ``reserved`` (the run's own files); numbered ``-2``, ``-3``... when two collide (case-insensitively,
+    for file systems that fold case).
+    """
+    names: list[str] = []
+    taken = {r.lower() for r in reserved}
+    for p in paths:
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in p.stem).strip(".") or "image"
+        name, n = safe, 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{safe}-{n}"
+        taken.add(name.lower())
+        names.append(name)
+    return names

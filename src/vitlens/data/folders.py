@@ -9,6 +9,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from .files import read_image
+
 SHOW_SKIPPED = 5
 
 
@@ -19,14 +21,15 @@ def _image_extensions() -> tuple[str, ...]:
 
 
 def read_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be used as an image (decoded in full, so truncation is caught), or None."""
-    from PIL import Image
+    """Why ``path`` cannot be used as an image (decoded in full, so truncation is caught), or None.
 
+    The rule every command reads images by (:func:`vitlens.data.files.read_image`): 16-bit and float
+    images, whose scale is the user's to choose, are refused like broken files.
+    """
     try:
-        with Image.open(path) as im:
-            im.load()
-    except Exception as e:  # PIL raises many kinds for broken files
-        return f"{type(e).__name__}: {e}"
+        read_image(path).close()
+    except ValueError as e:
+        return str(e)
     return None
 
 
@@ -136,9 +139,5 @@ class ImageFolderSource(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        from PIL import Image
-
         path, label = self.samples[index]
-        with Image.open(path) as im:
-            im.load()
-            return im.copy(), label
+        return read_image(path), label

@@ -54,6 +54,8 @@ def dino_mask(maps: Tensor, threshold: float) -> Tensor:
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold is a fraction of attention mass in (0, 1], got {threshold!r}")
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError("the maps hold NaN or infinity (a NaN image, or NaN weights?): no mask can be drawn from them")
     flat = maps.flatten(-2)
     values, order = flat.sort(dim=-1, descending=True)
     total = values.sum(dim=-1, keepdim=True).clamp_min(1e-12)

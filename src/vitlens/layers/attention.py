@@ -97,7 +97,8 @@ class Attention(nn.Module):
             bias = torch.cat([self.q_bias, self.q_bias.new_zeros(self.split[1]), self.v_bias])
             qkv = F.linear(x, self.qkv.weight, bias)
         # (B, N, q + k + v) -> three (B, heads, N, d): project first, then split into heads.
-        q, k, v = (t.reshape(B, N, -1, self.head_dim).transpose(1, 2) for t in qkv.split(self.split, dim=-1))
+        heads = (self.num_heads, self.num_kv_heads, self.num_kv_heads)
+        q, k, v = (t.reshape(B, N, h, self.head_dim).transpose(1, 2) for t, h in zip(qkv.split(self.split, -1), heads))
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:  # rotate the patch tokens only
             n = self.num_prefix_tokens
@@ -111,7 +112,7 @@ class Attention(nn.Module):
             table, index = self.relative_position_bias_table, self.relative_position_index
             bias = relative_position_bias(table, index, N, self.rel_pos_grid)
         x, weights = attend(q, k, v, self.scale, need_weights, self.attn_drop, bias)
-        x = x.transpose(1, 2).reshape(B, N, -1)  # concatenate the heads again
+        x = x.transpose(1, 2).reshape(B, N, self.split[0])  # concatenate the heads again
         return self.proj_drop(self.proj(self.norm(x))), weights
 
 
@@ -167,8 +168,8 @@ def attention_with_weights_inplace(
     softmaxed in place.
     """
     B, H, Nq, d = q.shape
-    N = k.shape[-2]
-    q, k, v = q.reshape(B * H, Nq, d), k.reshape(B * H, N, d), v.reshape(B * H, N, v.shape[-1])
+    N, dv = k.shape[-2], v.shape[-1]
+    q, k, v = q.reshape(B * H, Nq, d), k.reshape(B * H, N, d), v.reshape(B * H, N, dv)
     if bias is None:
         weights = q.new_empty(B * H, Nq, N)
         torch.baddbmm(weights, q, k.transpose(1, 2), beta=0.0, alpha=scale, out=weights)
@@ -177,4 +178,4 @@ def attention_with_weights_inplace(
         weights.baddbmm_(q, k.transpose(1, 2), alpha=scale)
     torch.softmax(weights, dim=-1, out=weights)
     out = torch.bmm(weights, v)
-    return out.view(B, H, Nq, -1), weights.view(B, H, Nq, N)
+    return out.view(B, H, Nq, dv), weights.view(B, H, Nq, N)

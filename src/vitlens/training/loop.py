@@ -13,6 +13,7 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from ..model import VisionTransformer
 from . import distributed
 from .config import TrainConfig
 from .evaluate import EvalResult, autocast, evaluate, shard
-from .state import read_state, resolve_checkpoint, rng_states, set_rng_states, write_checkpoint
+from .state import STATE_NAME, read_state, resolve_checkpoint, rng_states, set_rng_states, write_checkpoint
 
 RUN_CONFIG = "train_config.json"
 METRICS = "metrics.jsonl"
@@ -71,6 +72,11 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float)
 def refuse_existing_run(out: Path, overwrite: bool) -> list[str]:
     """The run files already in ``out``; an error naming them unless ``overwrite``."""
     held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not overwrite and not any((out / name / STATE_NAME).exists() for name in ("last", ".last.old")):
+        raise FileExistsError(
+            f"{out} holds a training run that stopped before its first checkpoint ({', '.join(held)}); "
+            "pass --overwrite to start it again"
+        )
     if held and not overwrite:
         raise FileExistsError(
             f"{out} already holds a training run ({', '.join(held)}); continue it with --resume {out}, "
@@ -117,9 +123,19 @@ class MetricsLog:
         """On resume: drop the lines of the steps that are about to be redone."""
         if not (self.enabled and self.path.exists()):
             return
-        keep = [
-            line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
-        ]
+        keep, broken = [], []
+        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                if record["step"] <= step:
+                    keep.append(line)
+            elif line.strip():
+                broken.append(number)  # e.g. a line cut short when the run was killed
+        if broken:
+            warnings.warn(f"{self.path}: dropped unreadable line(s) {broken} of the metrics log", stacklevel=2)
         write_text(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict[str, Any]) -> None:

@@ -67,10 +67,15 @@ def write_checkpoint(path: str | Path, model: torch.nn.Module, state: dict[str, 
     """Write ``model`` (its ``save_pretrained``) and ``state`` into folder ``path``, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a write that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         save_pretrained(model, tmp)
-        torch.save(state, tmp / STATE_NAME)
+        try:
+            torch.save(state, tmp / STATE_NAME)
+        except RuntimeError as e:  # torch reports a full disk as "[enforce fail at inline_container.cc] ..."
+            raise OSError(f"cannot write the training state into {path}: {e} (is the disk full?)") from e
         old = _old_path(path)
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -91,7 +96,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     old = _old_path(path)
     if (old / STATE_NAME).exists():
         return old
-    raise FileNotFoundError(f"no training checkpoint at {path} (expected {path / STATE_NAME})")
+    raise FileNotFoundError(
+        f"no training checkpoint at {path} (expected {path / STATE_NAME}): the run stopped before its first "
+        "checkpoint, or this is not a run folder; start it again with --overwrite"
+    )
 
 
 def read_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -12,6 +12,37 @@ from torch import Tensor
 from ..model import VisionTransformer
 
 
+def check_top_k(k: int) -> int:
+    """``k`` for :func:`top_predictions`: a positive integer, checked before any work."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"top-k must be a whole number >= 1 (how many predictions to list), got {k!r}")
+    return k
+
+
+def check_finite(model: VisionTransformer, images: Tensor, outputs: Any, name: str) -> None:
+    """``ValueError`` naming the image and the first part of the model where the numbers stopped being
+    finite, when ``outputs`` (tensors, or a nest of them) hold a NaN or an infinity."""
+    leaves = [t for t in _tensors(outputs)]
+    if all(bool(torch.isfinite(t).all()) for t in leaves):
+        return
+    where = model.find_non_finite(images) or "the explanation maps"
+    raise ValueError(
+        f"{name}: the numbers stopped being finite in {where} (NaN or infinity); nothing is written for it. "
+        "Check the weights (a NaN in the checkpoint?) and the config (norm_eps, image_std)."
+    )
+
+
+def _tensors(value: Any):
+    if isinstance(value, Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+
+
 def class_name(model: VisionTransformer, index: int) -> str:
     """The label from the model's config ("tabby cat"), or "class 281" when it has none."""
     labels = model.config.labels

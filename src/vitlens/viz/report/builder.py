@@ -30,7 +30,7 @@ from ...data.files import read_image
 from ...explain.fold import running_products
 from ...explain.rollout import residual_step
 from ...model import TokenLayout, VisionTransformer, eval_mode
-from ..readout import class_name, display_image, top_predictions
+from ..readout import check_finite, check_top_k, class_name, display_image, top_predictions
 from .encode import pack_rows
 
 ImageInput = Any  # a model-ready tensor (B, C, H, W) / (C, H, W), a PIL image, or a path
@@ -229,6 +229,7 @@ def render(
 ) -> Report:
     """Run ``model`` on ``images`` and build the explorer in memory (see :func:`build`)."""
     explain.check_target(target, model.config.num_classes)
+    check_top_k(top_k)
     gradients = gradients and model.config.num_classes > 0
     batch, default_names = prepare_images(model, images)
     names = list(names) if names is not None else default_names
@@ -253,6 +254,7 @@ def render(
             chunks.append(_chunk(f"vl-r-{i}", pack_rows(rollout_rows(out.attentions, layout))))
             if gradients:
                 record.update(gradient_maps(model, x, target))
+            check_finite(model, x, [out.logits, out.attentions], names[i])
             records.append(record)
     views = [VIEWS["attention"]] + ([VIEWS["cls"]] if layout.class_index is not None else []) + [VIEWS["rollout"]]
     views += [VIEWS[v] for v in GRADIENT_VIEWS if gradients]
