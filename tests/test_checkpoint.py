@@ -229,6 +229,6 @@ def test_hugging_face_layouts_without_transformers(tmp_path):
     with pytest.raises(CheckpointError, match=r"hf/model\.safetensors: missing key.*k projection weight of layer 1"):
         load(tmp_path / "hf")
     # another Hugging Face architecture with look-alike keys
-    (tmp_path / "hf" / "config.json").write_text('{"model_type": "dinov2", "hidden_size": 192}')
-    with pytest.raises(CheckpointError, match=r"config\.json: model_type 'dinov2' is not supported"):
+    (tmp_path / "hf" / "config.json").write_text('{"model_type": "swin", "hidden_size": 192}')
+    with pytest.raises(CheckpointError, match=r"config\.json: model_type 'swin' is not supported; vitlens reads"):
         load(tmp_path / "hf")

@@ -299,14 +299,17 @@ def test_torchvision_in_memory_both_ways_and_resize_follows_torchvision():
 
 
 def test_export_refuses_what_the_target_cannot_hold(tmp_path):
-    ours = vitlens.create_model("vit_small_patch14_reg4_dinov2", img_size=28, depth=1)
+    ours = vitlens.create_model("vit_base_patch16_siglip_224", img_size=32, depth=1)
     with pytest.raises(
-        ValueError, match="Hugging Face ViT cannot hold this model: it has register tokens, layer scale"
+        ValueError, match=r"Hugging Face vit model cannot hold this model: it has global_pool='map' / fc_norm"
     ):
         export(ours, tmp_path / "hf", "hf")
-    with pytest.raises(ValueError, match="torchvision VisionTransformer cannot hold.*register tokens"):
+    with pytest.raises(ValueError, match="torchvision VisionTransformer cannot hold.*global_pool='map'"):
         to_torchvision_state_dict(ours)
     assert not (tmp_path / "hf").exists()
+    eva = vitlens.create_model("eva02_base_patch14_224", img_size=28, depth=1)
+    with pytest.raises(ValueError, match=r"rotary position embeddings \(axial\).*q and v biases without a k bias"):
+        export(eva, tmp_path / "hf", "hf")
 
 
 def test_cli_converts_a_torchvision_file_into_a_folder_transformers_opens(tmp_path):

@@ -7,15 +7,15 @@ and ``HF_HUB_OFFLINE=1`` forbids any download.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 import vitlens
 from vitlens.checkpoint import hub, labels
+
+from .hub_helpers import assert_matches_processors, hf_processors, put_in_cache
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -26,22 +26,6 @@ TIMM_NAME = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
 HF_LABELS = {0: "tabby cat", 1: "dog", 2: "bird"}
 SYNSETS = ["n02123045", "n02123159", "n02123394", "n01440764", "n99999999"]  # the last is no ImageNet-1k class
-
-
-def put_in_cache(cache: Path, repo_id: str, folder: Path, commit: str, refs: tuple[str, ...] = ("main",)) -> Path:
-    """Lay ``folder``'s files out as huggingface_hub does: content-addressed blobs, snapshot symlinks, refs."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True, exist_ok=True)
-    (repo / "blobs").mkdir(exist_ok=True)
-    for file in folder.iterdir():
-        digest = hashlib.sha256(file.read_bytes()).hexdigest()
-        shutil.copyfile(file, repo / "blobs" / digest)
-        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", digest))
-    (repo / "refs").mkdir(exist_ok=True)
-    for ref in refs:
-        (repo / "refs" / ref).write_text(commit)
-    return snapshot
 
 
 def tiny_hf(seed: int, image_size: int = 32, id2label: dict[int, str] | None = None):
@@ -61,28 +45,6 @@ def tiny_hf(seed: int, image_size: int = 32, id2label: dict[int, str] | None = N
         label2id={v: k for k, v in labels.items()},
     )
     return ViTForImageClassification(config).eval()
-
-
-def hf_processors(kind: str, folder: Path):
-    """The repository's processor in transformers' PIL backend and in its torchvision one (4.x: slow / fast)."""
-    pil = getattr(transformers, f"{kind}ImageProcessorPil", None)
-    tensor = getattr(transformers, f"{kind}ImageProcessorFast", None) if pil is None else None
-    pil, tensor = (
-        pil or getattr(transformers, f"{kind}ImageProcessor"),
-        tensor or getattr(transformers, f"{kind}ImageProcessor"),
-    )
-    return pil.from_pretrained(folder), tensor.from_pretrained(folder)
-
-
-def assert_matches_processors(ours, kind: str, folder: Path, image, std: float):
-    """Equal to the PIL backend; within one 8-bit level of the torchvision one, on under 1% of the values."""
-    pil, tensor = hf_processors(kind, folder)
-    exact = pil(images=image, return_tensors="pt")["pixel_values"]
-    torch.testing.assert_close(ours[None], exact, atol=1e-5, rtol=0)
-    near = tensor(images=image, return_tensors="pt")["pixel_values"]
-    diff = (ours[None] - near).abs()
-    assert diff.max() <= 1 / 255 / std + 1e-5 and (diff > 1e-5).float().mean() < 0.01
-    return exact
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_timm_models_see_timms_pixels_by_every_path(tmp_path, photos, name, crop
     convert(tmp_path / "timm_folder", tmp_path / "converted")
     folders = ["saved", "as_timm", "converted"]
     if model.config.pre_norm:  # CLIP's layout: transformers' ViT has no norm before the blocks
-        with pytest.raises(ValueError, match="Hugging Face ViT cannot hold this model: it has pre_norm"):
+        with pytest.raises(ValueError, match="Hugging Face vit model cannot hold this model: it has pre_norm"):
             export(model, tmp_path / "as_hf", "hf")
         assert not (tmp_path / "as_hf").exists()
     else:

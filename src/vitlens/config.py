@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-POOLINGS = ("token", "avg", "map")
+POOLINGS = ("token", "avg", "map", "token_avg")
 POS_EMBEDS = ("learn", "sincos2d", "none")
 ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
 MLP_LAYERS = ("mlp", "swiglu_packed", "swiglu")
@@ -41,7 +41,10 @@ class ViTConfig:
     the heads' output before the projection (``scale_attn_norm``). ``norm_layer='none'`` removes every
     norm (only the seed model wants that). ``block_type='post_norm'`` normalizes each branch's output
     instead of its input (timm's ``ResPostBlock``). ``global_pool='map'`` pools with a learned query
-    attending over the tokens (SigLIP's attention pool); its maps come back as ``pool_attention``.
+    attending over the tokens (SigLIP's attention pool); its maps come back as ``pool_attention``;
+    ``'token_avg'`` feeds the head the class token and the patch mean side by side (DINOv2's linear
+    classifier). ``distilled`` adds DeiT's distillation token, read by its own head unless
+    ``dist_head=False``; ``head_bias=False`` is a projection without bias (CLIP's).
     ``pos_embed_interp`` picks whose resampling rule is used when the input grid differs from
     ``img_size`` (see :func:`vitlens.layers.resample_pos_embed`). The pre-processing fields
     (``image_mean``, ``image_std``, ``interpolation``, ``crop_pct``, ``crop_mode``, ``crop_rounding``)
@@ -77,6 +80,8 @@ class ViTConfig:
     attn_pool_num_heads: int | None = None
     attn_pool_mlp_ratio: float | None = None
     distilled: bool = False
+    dist_head: bool = True
+    head_bias: bool = True
     no_embed_class: bool = False
     pos_embed: str = "learn"
     pos_embed_interp: str = "timm"
@@ -183,8 +188,8 @@ class ViTConfig:
                 f"ViTConfig.labels names {len(self.labels)} class(es) but the head has num_classes={self.num_classes}: "
                 "give one name per class, or none"
             )
-        if self.global_pool == "token" and not self.class_token:
-            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg'")
+        if self.global_pool in ("token", "token_avg") and not self.class_token:
+            raise ValueError(f"global_pool={self.global_pool!r} needs class_token=True; use global_pool='avg'")
         if self.distilled and not self.class_token:
             raise ValueError("distilled=True (DeiT distillation token) needs class_token=True")
         h, w = self.grid_size
@@ -233,6 +238,11 @@ class ViTConfig:
     def gated_dim(self) -> int:
         """Width of the MLP's activations: half the first layer's for a packed gated unit."""
         return self.hidden_dim // 2 if self.mlp_layer == "swiglu_packed" else self.hidden_dim
+
+    @property
+    def head_in_dim(self) -> int:
+        """Width of what the head reads: twice ``embed_dim`` for ``global_pool='token_avg'``."""
+        return 2 * self.embed_dim if self.global_pool == "token_avg" else self.embed_dim
 
     @property
     def use_fc_norm(self) -> bool:

@@ -116,8 +116,8 @@ class VisionTransformer(nn.Module):
                 D, pool_heads, int(D * pool_ratio), act_layer=c.act_layer, norm_layer=c.norm_layer, norm_eps=c.norm_eps
             )
         self.head_drop = nn.Dropout(c.drop_rate)
-        self.head = nn.Linear(D, c.num_classes) if c.num_classes else nn.Identity()
-        self.head_dist = nn.Linear(D, c.num_classes) if c.distilled and c.num_classes else None
+        self.head = nn.Linear(c.head_in_dim, c.num_classes, bias=c.head_bias) if c.num_classes else nn.Identity()
+        self.head_dist = nn.Linear(D, c.num_classes) if c.distilled and c.dist_head and c.num_classes else None
         self.reset_parameters()
 
     # --------------------------------------------------------------------- init
@@ -239,7 +239,7 @@ class VisionTransformer(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """:meth:`forward_head`, and the attention pool's maps over all tokens when asked for."""
         c = self.config
-        if c.distilled:
+        if c.distilled and c.dist_head:
             x, x_dist = self.head_drop(tokens[:, 0]), self.head_drop(tokens[:, 1])
             if pre_logits or self.head_dist is None:
                 return (x + x_dist) / 2, None
@@ -250,6 +250,8 @@ class VisionTransformer(nn.Module):
             pooled, weights = self.attn_pool(tokens, need_weights, skip=start)
         elif c.global_pool == "avg":
             pooled = tokens[:, start:].mean(dim=1)
+        elif c.global_pool == "token_avg":  # DINOv2's classifier: the class token beside the patch mean
+            pooled = torch.cat([tokens[:, 0], tokens[:, self.num_prefix_tokens :].mean(dim=1)], dim=-1)
         else:
             pooled = tokens[:, 0]
         pooled = self.head_drop(self.fc_norm(pooled))

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from .convert import FORMATS, convert, export
 from .files import CheckpointError
-from .hf_format import from_hf, to_hf_config, to_hf_state_dict
+from .hf_export import hf_model_type, to_hf_config, to_hf_state_dict
+from .hf_format import from_hf
 from .loading import load
 from .timm_format import from_timm, timm_config, timm_kwargs, to_timm_state_dict
 from .torchvision_format import from_torchvision, to_torchvision_state_dict
@@ -26,6 +27,7 @@ __all__ = [
     "from_hf",
     "from_timm",
     "from_torchvision",
+    "hf_model_type",
     "load",
     "save_pretrained",
     "timm_config",

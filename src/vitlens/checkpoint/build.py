@@ -193,5 +193,5 @@ def check_state(
     if problems:
         warnings.warn(f"{where}: loaded with strict=False, skipped " + "; ".join(problems), stacklevel=3)
     if reading.ignored:
-        warnings.warn(f"{where}: set aside {', '.join(reading.ignored)} ({reading.ignored_why})", stacklevel=3)
+        warnings.warn(f"{where}: set aside {reading.ignored_why or ', '.join(reading.ignored)}", stacklevel=3)
     return {k: v for k, v in state.items() if k in expected and k not in mismatched}

@@ -15,7 +15,7 @@ from ..atomic import write_json
 from ..model import VisionTransformer
 from . import preprocessing
 from .files import write_tensors
-from .hf_format import to_hf_config, to_hf_state_dict
+from .hf_export import to_hf_config, to_hf_state_dict
 from .loading import PREPROCESSOR_NAME, load
 from .timm_format import timm_config, to_timm_state_dict
 from .torchvision_format import to_torchvision_state_dict
@@ -41,7 +41,7 @@ def export(model: VisionTransformer, dst: str | os.PathLike, fmt: str = "vitlens
         return save_pretrained(model, dst)
     if fmt == "hf":
         config, processor = to_hf_config(model.config), preprocessing.to_hf(model.config)
-        tensors = to_hf_state_dict(model, legacy=legacy_hf, prefix="vit." if model.config.num_classes else "")
+        tensors = to_hf_state_dict(model, legacy=legacy_hf)
         write_tensors(dst / WEIGHTS_NAME, tensors, metadata={"format": "pt"})
         write_json(dst / PREPROCESSOR_NAME, processor)
         write_json(dst / CONFIG_NAME, config)

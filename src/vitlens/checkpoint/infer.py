@@ -87,6 +87,12 @@ def shape_facts(state: dict[str, Tensor], hints: dict[str, Any], where: str) -> 
         final_norm="norm.weight" in state or "fc_norm.weight" in state,
         num_classes=int(state["head.weight"].shape[0]) if "head.weight" in state else 0,
     )
+    if "head.weight" in state:
+        facts["head_bias"] = "head.bias" in state
+        if int(state["head.weight"].shape[1]) == 2 * dim:  # the class token beside the patch mean (DINOv2)
+            facts["global_pool"] = "token_avg"
+        if facts["distilled"]:
+            facts["dist_head"] = "head_dist.weight" in state
     if unpacked:
         facts["mlp_layer"] = "swiglu"
     elif hidden == 2 * fc2_in:
@@ -206,38 +212,55 @@ def config_from_state(
     return ViTConfig.from_dict(merged)
 
 
-def plain_vit_problems(config: ViTConfig, extra: tuple[tuple[str, bool], ...] = ()) -> list[str]:
+def plain_vit_problems(
+    config: ViTConfig, extra: tuple[tuple[str, bool], ...] = (), allow: frozenset[str] = frozenset()
+) -> list[str]:
     """What ``config`` has that the original ViT cannot hold (empty: it is the original ViT).
 
     Hugging Face's ``ViTModel`` and torchvision's ``VisionTransformer`` are the original ViT:
     class token, learned positions, pre-norm blocks with biases, final LayerNorm, token pooling.
-    ``extra`` adds (description, present) pairs a caller also rules out.
+    ``extra`` adds (description, present) pairs a caller also rules out; ``allow`` names the
+    config fields a caller's format does hold (DeiT's ``distilled``, DINOv2's ``init_values``...).
     """
     c = config
+    kv = c.num_kv_heads if isinstance(c.num_kv_heads, tuple) else (c.num_kv_heads,)
     checks = (
-        ("a distillation token", c.distilled),
-        ("register tokens", bool(c.reg_tokens)),
-        ("layer scale", bool(c.init_values)),
-        ("qk_norm", c.qk_norm),
-        ("pre_norm", c.pre_norm),
-        ("average pooling / fc_norm", c.global_pool != "token" or c.use_fc_norm),
-        ("no final norm", not c.final_norm),
-        ("a patch projection without bias", not c.patch_bias),
-        (f"position embeddings {c.pos_embed!r}", c.pos_embed != "learn" or c.no_embed_class),
-        ("no class token", not c.class_token),
-        ("no LayerNorm", c.norm_layer != "layernorm"),
-        (f"a {c.mlp_layer} MLP", c.mlp_layer != "mlp"),
-        ("norms inside the attention or MLP", c.attn_norm or c.mlp_norm),
-        ("projections without bias", not c.proj_bias),
-        ("a norm on the patch embeddings", c.patch_norm),
-        ("post-norm blocks", c.block_type != "pre_norm"),
-        *extra,
+        ("distilled", "a distillation token", c.distilled),
+        ("reg_tokens", "register tokens", bool(c.reg_tokens)),
+        ("init_values", "layer scale", bool(c.init_values)),
+        ("qk_norm", "qk_norm", c.qk_norm),
+        ("pre_norm", "pre_norm", c.pre_norm),
+        ("global_pool", f"global_pool={c.global_pool!r} / fc_norm", c.global_pool != "token" or c.use_fc_norm),
+        ("final_norm", "no final norm", not c.final_norm),
+        ("patch_bias", "a patch projection without bias", not c.patch_bias),
+        ("pos_embed", f"position embeddings {c.pos_embed!r}", c.pos_embed != "learn"),
+        ("no_embed_class", "prefix tokens without positions", c.no_embed_class),
+        ("class_token", "no class token", not c.class_token),
+        ("norm_layer", "no LayerNorm", c.norm_layer != "layernorm"),
+        ("mlp_layer", f"a {c.mlp_layer} MLP", c.mlp_layer != "mlp"),
+        ("attn_norm", "norms inside the attention or MLP", c.attn_norm or c.mlp_norm),
+        ("proj_bias", "projections without bias", not c.proj_bias),
+        ("patch_norm", "a norm on the patch embeddings", c.patch_norm),
+        ("block_type", "post-norm blocks", c.block_type != "pre_norm"),
+        ("rope", f"rotary position embeddings ({c.rope})", c.rope != "none"),
+        ("rel_pos_bias", "a relative position bias", c.rel_pos_bias),
+        ("k_bias", "q and v biases without a k bias", c.qkv_bias and not c.k_bias),
+        (
+            "head_dim",
+            f"head_dim={c.head_dim} beside embed_dim / num_heads",
+            c.head_dim not in (None, c.embed_dim // c.num_heads),
+        ),
+        ("num_kv_heads", "grouped key/value heads", any(n not in (None, c.num_heads) for n in kv)),
+        ("head_bias", "a head without bias", not c.head_bias and bool(c.num_classes)),
     )
-    return [name for name, present in checks if present]
+    found = [text for name, text, present in checks if present and name not in allow]
+    return found + [text for text, present in extra if present]
 
 
-def require_plain_vit(config: ViTConfig, library: str, extra: tuple[tuple[str, bool], ...] = ()) -> None:
+def require_plain_vit(
+    config: ViTConfig, library: str, extra: tuple[tuple[str, bool], ...] = (), allow: frozenset[str] = frozenset()
+) -> None:
     """Raise ``ValueError`` listing what ``config`` has that the original ViT of ``library`` cannot hold."""
-    problems = plain_vit_problems(config, extra)
+    problems = plain_vit_problems(config, extra, allow)
     if problems:
         raise ValueError(f"a {library} cannot hold this model: it has {', '.join(problems)}")
