@@ -11,6 +11,7 @@ from vitlens.checkpoint import CheckpointError, load, save_pretrained, to_hf_sta
 from vitlens.commands.main import main as cli_main
 
 from .conftest import small
+from .payload import Payload
 
 pytest.importorskip("safetensors")
 from safetensors.torch import save_file  # noqa: E402
@@ -94,21 +95,11 @@ def test_wrapped_pickles_load_with_weights_only(tmp_path):
         assert torch.equal(load(path, preset="vit_tiny_patch16_224")(x), model(x))
 
 
-class _Payload:
-    """A pickle that would create a file if unpickling ran its code."""
-
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (self.target, "w"))
-
-
 def test_a_pickle_with_code_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
-        pickle.dump({"patch_embed.proj.weight": _Payload(str(marker))}, f, protocol=2)
+        pickle.dump({"patch_embed.proj.weight": Payload(str(marker))}, f, protocol=2)
     with pytest.raises(CheckpointError, match=r"evil\.pth.*weights-only.*never executes"):
         load(path, num_heads=3)
     assert not marker.exists()

@@ -47,7 +47,7 @@ def test_unknown_field_suggests_the_right_one():
         (dict(global_pool="max"), "global_pool must be one of"),
         (dict(embed_dim=100, num_heads=3), "divisible by num_heads"),
         (dict(class_token=False), "global_pool='token' needs class_token=True"),
-        (dict(img_size=30, patch_size=16), "multiple of patch_size"),
+        (dict(img_size=10, patch_size=16), "smaller than one 16-pixel patch"),
         (dict(act_layer="tanh"), "act_layer must be one of"),
     ],
 )

@@ -2,7 +2,6 @@
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -15,6 +14,8 @@ from vitlens.training import NonFiniteLossError, TrainConfig, resume, train
 from vitlens.training import loop as train_module
 from vitlens.training.loop import prepare_output
 from vitlens.training.state import STATE_KEYS, read_state, resolve_checkpoint, write_checkpoint
+
+from .payload import Payload
 
 pytest.importorskip("torchvision")
 pytest.importorskip("sklearn")
@@ -264,23 +265,13 @@ def test_compiled_training_runs_the_compiled_forward_and_matches_eager(tmp_path,
     assert read_state(fast.out / "last")["train_config"]["compile"] is True
 
 
-class _Payload:
-    """A pickle that, when unpickled, creates a file: what a hostile ``train_state.pt`` would run."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
-
-
 def test_resume_never_runs_code_stored_in_the_run_folder(tmp_path, capsys):
     result = train(tiny_config(tmp_path, epochs=1))
     state_file = result.out / "last" / "train_state.pt"
     state = torch.load(state_file, weights_only=True)  # what vitlens writes reads back weights-only
     assert state["rng"]["numpy"]["keys"].dtype == torch.int64 and state["epoch"] == 1
     marker = tmp_path / "payload-ran"
-    torch.save({**state, "train_config": _Payload(marker)}, state_file)
+    torch.save({**state, "train_config": Payload(marker)}, state_file)
     with pytest.raises(ValueError, match=r"train_state\.pt: not a vitlens training state that can be read safely"):
         resume(result.out)
     assert main(["train", "--resume", str(result.out)]) == 2

@@ -22,6 +22,7 @@ _LAZY = {
     "save_pretrained": "checkpoint",
     "from_timm": "checkpoint",
     "from_hf": "checkpoint",
+    "from_open_clip": "checkpoint",
     "from_torchvision": "checkpoint",
     "transforms_for": "data",
     "tune_cpu_allocator": "allocator",

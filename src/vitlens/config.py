@@ -193,10 +193,8 @@ class ViTConfig:
         if self.distilled and not self.class_token:
             raise ValueError("distilled=True (DeiT distillation token) needs class_token=True")
         h, w = self.grid_size
-        if h < 1 or w < 1 or self.img_hw[0] % self.patch_size or self.img_hw[1] % self.patch_size:
-            raise ValueError(
-                f"ViTConfig.img_size {self.img_hw} must be a positive multiple of patch_size {self.patch_size}"
-            )
+        if h < 1 or w < 1:  # a remainder is dropped, as timm does at SigLIP-so400m's 384 with 14-pixel patches
+            raise ValueError(f"ViTConfig.img_size {self.img_hw} is smaller than one {self.patch_size}-pixel patch")
         if self.mlp_layer == "swiglu_packed" and self.hidden_dim % 2:
             raise ValueError(f"mlp_layer='swiglu_packed' packs two halves: hidden width {self.hidden_dim} must be even")
 

@@ -90,7 +90,9 @@ class VisionTransformer(nn.Module):
         D = c.embed_dim
         self.num_prefix_tokens = c.num_prefix_tokens
         patch_norm = make_norm(c.norm_layer, D, c.norm_eps) if c.patch_norm else None
-        self.patch_embed = PatchEmbed(c.patch_size, c.in_chans, D, bias=c.patch_bias, norm=patch_norm)
+        self.patch_embed = PatchEmbed(
+            c.patch_size, c.in_chans, D, bias=c.patch_bias, norm=patch_norm, own_size=c.img_hw
+        )
 
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if c.class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, D)) if c.distilled else None

@@ -6,6 +6,8 @@ fetched with ``huggingface_hub`` into its standard cache (``$HF_HOME/hub``, shar
 transformers, so nothing is downloaded twice); ``HF_HUB_OFFLINE=1`` reads only that cache. Safetensors
 files are preferred to pickles. The files are then read like any folder by :func:`vitlens.checkpoint.load`:
 the repository's ``config.json`` and ``preprocessor_config.json`` give class names and pre-processing.
+OpenCLIP repositories (``hf-hub:timm/ViT-B-16-SigLIP``, ``hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K``)
+are known by their ``open_clip_config.json`` and fetched with OpenCLIP's weights.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .files import read_json
+from .open_clip_format import CONFIG_FILE as OPEN_CLIP_CONFIG_FILE
+from .open_clip_format import WEIGHT_FILES as OPEN_CLIP_WEIGHT_FILES
 
 HF_PREFIX = "hf-hub:"
 TIMM_PREFIX = "timm/"
@@ -215,6 +219,13 @@ def fetch(name: HubName | str) -> HubFiles:
     except ImportError as e:
         raise ImportError(f"loading {str(name)!r} by name needs huggingface_hub: pip install 'vitlens[compat]'") from e
     cache_dir, offline = hub_cache_dir(), is_offline()
+    open_clip_config = _download(name, OPEN_CLIP_CONFIG_FILE, cache_dir, offline)
+    if open_clip_config is not None:  # an OpenCLIP repository (it may hold a transformers copy too)
+        for filename in OPEN_CLIP_WEIGHT_FILES:
+            weights = _download(name, filename, cache_dir, offline)
+            if weights is not None:
+                return HubFiles(open_clip_config, weights, None)
+        raise _missing_error(name, OPEN_CLIP_WEIGHT_FILES, cache_dir, offline)
     config = _download(name, CONFIG_FILE, cache_dir, offline)
     if config is None:
         raise _missing_error(name, (CONFIG_FILE,), cache_dir, offline)

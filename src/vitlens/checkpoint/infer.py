@@ -50,6 +50,16 @@ def _grid_from_hint(num_patches: int, hint: Any, patch: int) -> tuple[int, int] 
     return None
 
 
+def _size_of(grid: tuple[int, int], hint: Any, patch: int) -> int | tuple[int, int]:
+    """The image size of ``grid``: the hinted size when it floors to that grid (SigLIP-so400m's 384
+    with 14-pixel patches), else whole patches."""
+    if hint is not None:
+        h, w = (hint, hint) if isinstance(hint, int) else tuple(hint)
+        if (h // patch, w // patch) == tuple(grid):
+            return hint if isinstance(hint, int) else (int(h), int(w))
+    return grid[0] * patch if grid[0] == grid[1] else (grid[0] * patch, grid[1] * patch)
+
+
 def shape_facts(state: dict[str, Tensor], hints: dict[str, Any], where: str) -> dict[str, Any]:
     """Config fields that the tensors themselves determine."""
     proj = _need(state, "patch_embed.proj.weight", where)
@@ -129,8 +139,7 @@ def _position_facts(state: dict[str, Tensor], facts: dict[str, Any], hints: dict
             side = (math.isqrt(int(table.shape[0]) - 3) + 1) // 2
             grid = _grid_from_hint(side * side, hints.get("img_size"), patch)
             if (2 * grid[0] - 1) * (2 * grid[1] - 1) + 3 == int(table.shape[0]):
-                size = grid[0] * patch if grid[0] == grid[1] else (grid[0] * patch, grid[1] * patch)
-                return dict(pos_embed="none", img_size=size)
+                return dict(pos_embed="none", img_size=_size_of(grid, hints.get("img_size"), patch))
         return dict(pos_embed="none", img_size=hints.get("img_size", 224))
     length = int(state["pos_embed"].shape[1])
     # The prefix tokens either have their own positions or not (no_embed_class): a hint decides
@@ -156,8 +165,7 @@ def _position_facts(state: dict[str, Tensor], facts: dict[str, Any], hints: dict
             f"{where}: pos_embed {tuple(state['pos_embed'].shape)} holds {num_patches} patch positions, "
             "which is not a square grid; pass preset= naming a model of that native image size"
         )
-    size = grid[0] * patch if grid[0] == grid[1] else (grid[0] * patch, grid[1] * patch)
-    return dict(pos_embed="learn", no_embed_class=no_embed_class, img_size=size)
+    return dict(pos_embed="learn", no_embed_class=no_embed_class, img_size=_size_of(grid, hints.get("img_size"), patch))
 
 
 def presets_like(facts: dict[str, Any]) -> list[str]:

@@ -3,8 +3,9 @@
 The format is decided by the keys (and a ``config.json`` beside them), never by the file name:
 ``patch_embed.proj.weight`` is timm / vitlens, ``embeddings.patch_embeddings.projection.weight``
 is Hugging Face, ``conv_proj.weight`` / ``encoder.layers.encoder_layer_0.*`` is torchvision.
-Hub names (``hf-hub:ORG/NAME``, ``timm/NAME.TAG``) are fetched into the Hugging Face cache first
-and then read like any folder.
+An OpenCLIP folder (``open_clip_config.json`` beside ``open_clip_model.safetensors``) is built
+by OpenCLIP and its image tower read. Hub names (``hf-hub:ORG/NAME``, ``timm/NAME.TAG``) are
+fetched into the Hugging Face cache first and then read like any folder.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from ..config import ViTConfig
 from ..model import VisionTransformer
-from . import hf_format, hub, timm_eva, timm_format, torchvision_format
+from . import hf_format, hub, open_clip_format, timm_eva, timm_format, torchvision_format
 from .build import Reading, build
 from .files import CheckpointError, describe, read_json, read_state_dict, safetensors_metadata
 from .vitlens_format import CONFIG_NAME, WEIGHTS_NAME, config_from_metadata, is_vitlens_config
@@ -26,7 +27,10 @@ PREPROCESSOR_NAME = "preprocessor_config.json"
 
 
 def _find_weights(directory: Path) -> Path:
-    for name in WEIGHT_NAMES:
+    names = WEIGHT_NAMES
+    if open_clip_format.is_open_clip_folder(directory):  # OpenCLIP's own files before a transformers copy
+        names = open_clip_format.WEIGHT_FILES + WEIGHT_NAMES
+    for name in names:
         if (directory / name).is_file():
             return directory / name
     candidates = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".pth", ".pt", ".bin"))
@@ -49,7 +53,7 @@ def load(
     img_size: int | tuple[int, int] | None = None,
     **config_overrides: Any,
 ) -> VisionTransformer:
-    """Load a vitlens, timm, Hugging Face or torchvision ViT: a folder, a file, or a Hub name.
+    """Load a vitlens, timm, Hugging Face, OpenCLIP or torchvision ViT: a folder, a file, or a Hub name.
 
     ``preset`` (a timm model name) or ``num_heads`` supplies what the weights cannot show; a timm
     name in the file or folder name, a timm or Hugging Face ``config.json`` beside the weights
@@ -99,6 +103,8 @@ def read_checkpoint(path: Path, *, preset: str | None = None, num_heads: int | N
     """Read the weights at ``path`` (a folder or a file) and what the files beside them say."""
     weights = _find_weights(path) if path.is_dir() else path
     folder = weights.parent
+    if weights.name in open_clip_format.WEIGHT_FILES and open_clip_format.is_open_clip_folder(folder):
+        return open_clip_format.read_folder(weights)
     side_config = read_json(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else None
     where = str(weights)
     state = read_state_dict(weights)

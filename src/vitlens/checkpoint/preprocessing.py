@@ -11,7 +11,9 @@ reads and writes other libraries' spellings of them:
 * Hugging Face's ``preprocessor_config.json`` (or a live image processor): ``size`` and
   ``crop_size``, ``resample`` (a PIL code), ``image_mean``/``image_std``, ``do_normalize``,
   ConvNeXt's ``crop_pct``; its processors floor the centre crop's offset where torchvision
-  rounds it, so a Hugging Face recipe gets ``crop_rounding='floor'``.
+  rounds it, so a Hugging Face recipe gets ``crop_rounding='floor'``;
+* OpenCLIP's ``preprocess_cfg``: ``mean``, ``std``, ``interpolation`` and ``resize_mode``
+  (``shortest``: short side to the size and a centre crop; ``squash``: straight to the size).
 
 vitlens's own ``config.json`` already holds the fields and needs no translation.
 """
@@ -69,6 +71,26 @@ def from_timm(pretrained_cfg: Mapping[str, Any]) -> dict[str, Any]:
         fields["crop_pct"] = float(cfg["crop_pct"])
     if cfg.get("crop_mode"):
         fields["crop_mode"] = str(cfg["crop_mode"])
+    return fields
+
+
+def from_open_clip(preprocess_cfg: Mapping[str, Any], where: str = "OpenCLIP preprocess_cfg") -> dict[str, Any]:
+    """Config fields from OpenCLIP's ``preprocess_cfg`` (``open_clip.get_model_preprocess_cfg``)."""
+    cfg = dict(preprocess_cfg or {})
+    mode = cfg.get("resize_mode", "shortest")
+    if mode not in ("shortest", "squash"):
+        raise ValueError(
+            f"{where}: resize_mode={mode!r} pads with fill_color={cfg.get('fill_color', 0)}, which vitlens's "
+            "pre-processing cannot say (its 'border' mode pads with the mean colour); 'shortest' and 'squash' are read"
+        )
+    fields: dict[str, Any] = dict(
+        crop_pct=1.0, crop_mode="center" if mode == "shortest" else "squash", crop_rounding="round"
+    )
+    fields["interpolation"] = str(cfg.get("interpolation", "bicubic"))
+    if cfg.get("mean"):
+        fields["image_mean"] = tuple(float(v) for v in cfg["mean"])
+    if cfg.get("std"):
+        fields["image_std"] = tuple(float(v) for v in cfg["std"])
     return fields
 
 

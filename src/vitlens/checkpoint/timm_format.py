@@ -203,6 +203,11 @@ def hints_from_timm_module(model: nn.Module) -> dict[str, Any]:
         raise ValueError(
             f"from_timm reads timm VisionTransformer, VisionTransformerDistilled, Eva and Beit, got {kind}"
         )
+    if type(model.patch_embed).__name__ != "PatchEmbed":
+        raise ValueError(
+            f"timm patch embedding {type(model.patch_embed).__name__} (a convolutional stem or hybrid backbone) "
+            "is not supported; vitlens cuts images into patches with one linear projection (PatchEmbed)"
+        )
     block = model.blocks[0]
     norm, eps = _norm(block.norm1)
     img = model.patch_embed.img_size
@@ -279,14 +284,19 @@ def _eva_hints(model: nn.Module) -> dict[str, Any]:
     return hints
 
 
-def from_timm(model: nn.Module, **overrides: Any) -> VisionTransformer:
-    """A vitlens model with the same weights as the timm ViT ``model`` (bit-exact)."""
+def read_timm_module(model: nn.Module) -> Reading:
+    """A live timm ViT's weights under vitlens's names, with what the module says about itself."""
     hints = hints_from_timm_module(model)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     origin: dict[str, str] = {}
     if type(model).__name__ in ("Eva", "Beit"):
         state, origin = timm_eva.to_vitlens_names(state)
-    return build(Reading(state, f"timm {type(model).__name__}", "timm", hints, origin=origin), **overrides)
+    return Reading(state, f"timm {type(model).__name__}", "timm", hints, origin=origin)
+
+
+def from_timm(model: nn.Module, **overrides: Any) -> VisionTransformer:
+    """A vitlens model with the same weights as the timm ViT ``model`` (bit-exact)."""
+    return build(read_timm_module(model), **overrides)
 
 
 def timm_class(config: ViTConfig) -> str:

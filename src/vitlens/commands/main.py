@@ -30,6 +30,7 @@ EXTRAS = {
     "timm": "compat",
     "transformers": "compat",
     "huggingface_hub": "compat",
+    "open_clip": "clip",
     "vit_pytorch": "bench",
 }
 # What each command always needs beyond torch, checked before it starts (not after an hour of training).

@@ -10,14 +10,24 @@ class PatchEmbed(nn.Module):
 
     A convolution with kernel = stride = patch size is exactly "flatten each patch, then a
     shared linear layer", done in one call. Output: (B, rows * cols, embed_dim), row-major,
-    optionally normalized (``norm``).
+    optionally normalized (``norm``). Inputs must be whole patches, except at ``own_size``: a model
+    made at a size that leaves a remainder (SigLIP-so400m at 384 with 14-pixel patches) drops the
+    last rows and columns, as the convolution of its source library does.
     """
 
     def __init__(
-        self, patch_size: int, in_chans: int, embed_dim: int, *, bias: bool = True, norm: nn.Module | None = None
+        self,
+        patch_size: int,
+        in_chans: int,
+        embed_dim: int,
+        *,
+        bias: bool = True,
+        norm: nn.Module | None = None,
+        own_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
+        self.own_size = own_size
         self.in_chans = in_chans
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias)
         self.norm = norm if norm is not None else nn.Identity()  # AIMv2 normalizes each patch's embedding
@@ -34,7 +44,7 @@ class PatchEmbed(nn.Module):
             raise ValueError(f"expected {self.in_chans} input channel(s), got {c} (input shape {tuple(x.shape)})")
         if h < p or w < p:
             raise ValueError(f"image {h}x{w} is smaller than one {p}x{p} patch")
-        if h % p or w % p:
+        if (h % p or w % p) and (h, w) != self.own_size:
             raise ValueError(
                 f"image size {h}x{w} is not divisible by the patch size {p}: resize or crop to "
                 f"{h // p * p}x{w // p * p}, or pad to {-(-h // p) * p}x{-(-w // p) * p}"
