@@ -147,3 +147,27 @@ def test_rotary_embeddings_match_timm_at_other_input_sizes(name):
         assert out.attentions[-1].shape[-1] == ours.token_layout(x).num_tokens
         assert (out.logits - logits).abs().max() <= ATOL
         assert (out.attentions[-1] - maps).abs().max() <= ATOL
+
+
+@pytest.mark.parametrize("name", ["beit_base_patch16_224", "beitv2_base_patch16_224"])
+def test_relative_position_tables_resample_as_timm_loads_them_at_another_size(name):
+    """timm resamples BEiT's relative position tables when weights load into a model of another size
+    (its checkpoint filter); vitlens does the same with img_size=."""
+    from timm.models.beit import checkpoint_filter_fn
+
+    small = timm.create_model(name, pretrained=False, depth=2, img_size=64).eval()
+    with torch.no_grad():
+        for p in small.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    for size in ((96, 96), (80, 48)):
+        big = timm.create_model(name, pretrained=False, depth=2, img_size=size).eval()
+        big.load_state_dict(checkpoint_filter_fn(small.state_dict(), big))
+        ours = vitlens.from_timm(small, img_size=size)
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            logits, maps = last_layer_maps(big, x)
+            out = ours(x, return_attention=[-1])
+        assert (out.logits - logits).abs().max() <= ATOL, size
+        assert (out.attentions[-1] - maps).abs().max() <= ATOL, size
+    with pytest.raises(ValueError, match="feed images of that grid, or load the model with img_size="):
+        ours(torch.randn(1, 3, 64, 64))

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..config import POS_INTERPOLATIONS, ViTConfig
-from ..layers import resample_pos_embed
+from ..layers import resample_pos_embed, resample_rel_pos_table
 from ..model import VisionTransformer
 from .files import CheckpointError, describe
 from .infer import config_from_state, shape_facts
@@ -142,16 +142,40 @@ def check_dtypes(reading: Reading) -> None:
 def _resample_positions(
     state: dict[str, Tensor], config: ViTConfig, target: int | tuple[int, int], method: str
 ) -> tuple[dict[str, Tensor], ViTConfig]:
-    """The state and config for input size ``target``: stored patch positions resampled by ``method``."""
+    """The state and config for input size ``target``: stored patch positions (absolute, and BEiT's
+    relative tables) resampled by ``method``."""
     resized = config.replace(img_size=tuple(target) if isinstance(target, list) else target)
-    if resized.grid_size == config.grid_size or "pos_embed" not in state or config.pos_embed != "learn":
+    old, new = config.grid_size, resized.grid_size
+    if new == old:
         return state, resized
+    state = dict(state)
     n = 0 if config.no_embed_class else config.num_prefix_tokens
-    pos = state["pos_embed"]
-    if pos.shape[1] != n + config.grid_size[0] * config.grid_size[1]:
-        return state, resized  # the shape check names the mismatch
-    patches = resample_pos_embed(pos[:, n:], config.grid_size, resized.grid_size, method)
-    return {**state, "pos_embed": patches if n == 0 else torch.cat([pos[:, :n], patches], dim=1)}, resized
+    pos = state.get("pos_embed")
+    if config.pos_embed == "learn" and pos is not None and pos.shape[1] == n + old[0] * old[1]:
+        patches = resample_pos_embed(pos[:, n:], old, new, method)
+        state["pos_embed"] = patches if n == 0 else torch.cat([pos[:, :n], patches], dim=1)
+    distances = (2 * old[0] - 1) * (2 * old[1] - 1) + 3
+    for key in [k for k in state if k.endswith("attn.relative_position_bias_table")]:
+        if state[key].shape[0] == distances:  # otherwise the shape check names the mismatch
+            state[key] = _resample_rel_table(state[key], old, new, method)
+    return state, resized
+
+
+def _resample_rel_table(table: Tensor, old: tuple[int, int], new: tuple[int, int], method: str) -> Tensor:
+    """BEiT's relative position table by the source library's rule: Hugging Face's bilinear, or timm's own."""
+    if method == "hf":
+        return resample_rel_pos_table(table, old, new)
+    if method == "torchvision":
+        raise ValueError("torchvision has no relative position bias: resample it with pos_interp='timm' or 'hf'")
+    try:
+        from timm.layers import resize_rel_pos_bias_table
+    except ImportError as e:
+        raise ImportError(
+            "resampling BEiT's relative position table by timm's rule calls timm's own function: "
+            "pip install 'vitlens[compat]', or pos_interp='hf' for Hugging Face's bilinear rule"
+        ) from e
+    shape = ((2 * new[0] - 1) * (2 * new[1] - 1) + 3, table.shape[1])
+    return resize_rel_pos_bias_table(table, new_window_size=new, new_bias_shape=shape, old_window_size=old)
 
 
 def check_state(

@@ -12,7 +12,7 @@ from .mlp import Mlp, QuickGELU, make_activation
 from .norm import LayerScale, make_norm
 from .patch import PatchEmbed
 from .pool import AttentionPool
-from .position import resample_pos_embed, sincos_2d
+from .position import resample_pos_embed, resample_rel_pos_table, sincos_2d
 from .rope import rope_angles, rope_sin_cos, rotate
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "make_activation",
     "make_norm",
     "resample_pos_embed",
+    "resample_rel_pos_table",
     "rope_angles",
     "rope_sin_cos",
     "rotate",

@@ -49,6 +49,23 @@ def sincos_2d(grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> 
     return torch.cat([xs.sin(), xs.cos(), ys.sin(), ys.cos()], dim=1)[None]
 
 
+def resample_rel_pos_table(table: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
+    """BEiT's (distances + 3, heads) relative position table for another patch grid, as Hugging Face does it.
+
+    The (2 rows - 1) x (2 cols - 1) offsets are resized bilinearly (``align_corners=False``); the class
+    token's three entries are kept. (timm resamples with a geometric spacing of its own; the loaders
+    call timm's function for its checkpoints.)
+    """
+    if tuple(old_grid) == tuple(new_grid):
+        return table
+    old = (2 * old_grid[0] - 1, 2 * old_grid[1] - 1)
+    new = (2 * new_grid[0] - 1, 2 * new_grid[1] - 1)
+    offsets = table[: old[0] * old[1]].float().reshape(1, old[0], old[1], -1).permute(0, 3, 1, 2)
+    offsets = F.interpolate(offsets, size=new, mode="bilinear", align_corners=False)
+    offsets = offsets.permute(0, 2, 3, 1).reshape(new[0] * new[1], -1).to(table.dtype)
+    return torch.cat([offsets, table[old[0] * old[1] :]])
+
+
 def relative_position_index(grid: tuple[int, int]) -> Tensor:
     """BEiT's lookup (N + 1, N + 1) into a relative position table, the class token first.
 
@@ -77,6 +94,7 @@ def relative_position_bias(table: Tensor, index: Tensor, num_tokens: int, grid: 
     if num_tokens != n:
         raise ValueError(
             f"the relative position bias covers the class token and the {grid[0]}x{grid[1]} patch grid it was "
-            f"trained on ({n} tokens); got {num_tokens} tokens: feed images of that grid"
+            f"built for ({n} tokens); got {num_tokens} tokens: feed images of that grid, or load the model with "
+            "img_size= to resample the table"
         )
     return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
