@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Union
+from typing import Protocol, Union
 
 import torch
 from torch import Tensor, nn
@@ -30,12 +30,25 @@ class ViTOutput:
     ``features`` are the final-norm tokens (B, N, D) that the head reads. ``pool_attention`` is,
     for a model that pools with an attention pool (``global_pool='map'``), where its query looked:
     (B, pool heads, 1, N) over all N tokens (0 for prefix tokens it does not read); else ``None``.
+    ``pooled`` is what the head reads (B, D'): ``forward_head(features, pre_logits=True)``.
     """
 
     logits: Tensor
     attentions: tuple[Tensor | None, ...]
     features: Tensor
     pool_attention: Tensor | None = None
+    pooled: Tensor | None = None
+
+
+class TextTower(Protocol):
+    """The text half of a CLIP-like model, kept by the loaders as ``model.text_tower``.
+
+    ``encode(texts)`` returns one embedding per text (T, E), in the space of the image model's
+    output, computed by the source library itself (OpenCLIP's ``encode_text``, transformers'
+    ``get_text_features``); the image side never re-implements it.
+    """
+
+    def encode(self, texts: Sequence[str]) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,14 @@ class BlockOutput:
 
 
 class VisionTransformer(nn.Module):
-    """A ViT (Dosovitskiy et al., 2021) whose every layer can hand back its attention maps."""
+    """A ViT (Dosovitskiy et al., 2021) whose every layer can hand back its attention maps.
+
+    ``text_tower``: for a CLIP-like model read with its text half (OpenCLIP, transformers' CLIP
+    and SigLIP), the source library's text encoder (:class:`TextTower`); ``None`` otherwise. It is
+    no part of the module's state: saving writes the image model only.
+    """
+
+    text_tower: TextTower | None = None
 
     def __init__(self, config: ViTConfig | None = None, **overrides) -> None:
         super().__init__()
@@ -238,14 +258,14 @@ class VisionTransformer(nn.Module):
 
     def _head(
         self, tokens: Tensor, pre_logits: bool = False, need_weights: bool = False
-    ) -> tuple[Tensor, Tensor | None]:
-        """:meth:`forward_head`, and the attention pool's maps over all tokens when asked for."""
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """:meth:`forward_head`, the attention pool's maps over all tokens when asked for, and the pooled features."""
         c = self.config
         if c.distilled and c.dist_head:
             x, x_dist = self.head_drop(tokens[:, 0]), self.head_drop(tokens[:, 1])
             if pre_logits or self.head_dist is None:
-                return (x + x_dist) / 2, None
-            return (self.head(x) + self.head_dist(x_dist)) / 2, None
+                return (x + x_dist) / 2, None, (x + x_dist) / 2
+            return (self.head(x) + self.head_dist(x_dist)) / 2, None, (x + x_dist) / 2
         start = 0 if c.pool_include_prefix else self.num_prefix_tokens
         weights = None
         if self.attn_pool is not None:
@@ -257,7 +277,7 @@ class VisionTransformer(nn.Module):
         else:
             pooled = tokens[:, 0]
         pooled = self.head_drop(self.fc_norm(pooled))
-        return (pooled if pre_logits else self.head(pooled)), weights
+        return (pooled if pre_logits else self.head(pooled)), weights, pooled
 
     def forward(self, images: Tensor, return_attention: AttentionRequest = False) -> Tensor | ViTOutput:
         """Logits (B, classes); with ``return_attention`` a :class:`ViTOutput` with the maps.
@@ -273,10 +293,10 @@ class VisionTransformer(nn.Module):
             maps.append(step.attention)
         tokens = self.norm(x)
         wants_maps = self.layers_requested(return_attention) is not None
-        logits, pool_weights = self._head(tokens, need_weights=wants_maps)
+        logits, pool_weights, pooled = self._head(tokens, need_weights=wants_maps)
         if not wants_maps:
             return logits
-        return ViTOutput(logits=logits, attentions=tuple(maps), features=tokens, pool_attention=pool_weights)
+        return ViTOutput(logits, tuple(maps), tokens, pool_attention=pool_weights, pooled=pooled)
 
     def forward_intermediates(
         self,

@@ -37,7 +37,9 @@ class Reading:
     (``input_size``, when present, is the size the source's pre-processing outputs). ``config``: a
     complete config when the checkpoint carries one (vitlens's own format); hints are then unused.
     ``origin`` maps vitlens keys back to the file's own (for messages); ``ignored`` lists source
-    tensors that are deliberately not part of the model, with ``ignored_why``.
+    tensors that are deliberately not part of the model, with ``ignored_why``. ``text_tower``: the
+    source's text encoder for a CLIP-like model (see :mod:`.text_towers`), attached to the model
+    unless a new head replaces the image embedding.
     """
 
     state: dict[str, Tensor]
@@ -48,6 +50,7 @@ class Reading:
     origin: dict[str, str] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
     ignored_why: str = ""
+    text_tower: Any = None
 
 
 def build(
@@ -92,6 +95,8 @@ def build(
     else:
         model = VisionTransformer(config).to(device)  # what the file lacks (a new head) keeps its initialisation
     model.load_state_dict(fitting, strict=False)
+    if reading.text_tower is not None and not new_head:
+        model.text_tower = reading.text_tower
     return model.eval()
 
 

@@ -11,7 +11,8 @@ pooling, the readout of CLIP and SigLIP) comes from its ``config.json``.
 For CLIP and SigLIP the model's output is what transformers calls the image embedding:
 ``image_embeds`` (CLIP with its projection, which becomes vitlens's head) or ``pooler_output``.
 Parts that are not the vision encoder are set aside by name with a warning: ``ViTModel``'s
-pooler, ViT-MAE's decoder, the text tower of a full CLIP or SigLIP folder, mask tokens.
+pooler, ViT-MAE's decoder; mask tokens quietly. The text half of a full CLIP or SigLIP model is
+kept by transformers itself, as ``model.text_tower`` (:mod:`.text_towers`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..model import VisionTransformer
 from . import labels, preprocessing
 from .build import Reading, build
 from .files import CheckpointError
+from .text_towers import HfText
 
 # model_type -> the transformers classes whose live models from_hf reads
 MODEL_TYPES = {
@@ -43,6 +45,7 @@ MODEL_TYPES = {
     "data2vec-vision": ("Data2VecVisionModel", "Data2VecVisionForImageClassification"),
     "dinov3_vit": ("DINOv3ViTModel",),
 }
+TEXT_MODEL_TYPES = ("clip", "siglip")  # full models: their text half is kept as model.text_tower
 _ACTS = {
     "gelu": "gelu",
     "gelu_new": "gelu_tanh",
@@ -97,13 +100,14 @@ _HEADS = [
     (r"distillation_classifier\.(weight|bias)", "head_dist.{0}"),
     (r"visual_projection\.weight", "head.weight"),
 ]
+_TEXT_PARTS = r"(?:text_model\..*|text_projection\.weight|logit_scale|logit_bias)"
 # parts that are not the vision encoder: set aside with a warning, or quietly ("") when no
 # inference path ever reads them
 _ASIDE = {
     r"(?:.*\.)?pooler\.dense\.(?:weight|bias)": "ViTModel's pooler (dense + tanh on the class token; no classifier)",
     r"(?:.*\.)?embeddings\.mask_token": "",  # masked-image pretraining replaces patches with it
     r"decoder\..*": "ViT-MAE's decoder (pretraining only; the encoder is the model)",
-    r"(?:text_model\..*|text_projection\.weight|logit_scale|logit_bias)": "the text tower",
+    _TEXT_PARTS: "the text tower",
 }
 POOLER_NOTE = "not part of the vision encoder vitlens reads"
 
@@ -318,7 +322,14 @@ def read_state(
     _fold_register_positions(renamed)
     if "reg_token" in renamed:
         hints["no_embed_class"] = True
-    return Reading(renamed, where, "Hugging Face", hints, origin=origin, ignored=aside, ignored_why="; ".join(notes))
+    keeps_text = (config or {}).get("model_type") in TEXT_MODEL_TYPES  # kept whole, as model.text_tower
+    if keeps_text:
+        aside = [k for k in aside if not re.fullmatch(_TEXT_PARTS, k)]
+        notes = [n for n in notes if not n.startswith("the text tower")]
+    reading = Reading(renamed, where, "Hugging Face", hints, origin=origin, ignored=aside, ignored_why="; ".join(notes))
+    if keeps_text and folder is not None:
+        reading.text_tower = HfText(folder=folder)
+    return reading
 
 
 def _fold_register_positions(state: dict[str, Tensor]) -> None:
@@ -335,11 +346,15 @@ def _fold_register_positions(state: dict[str, Tensor]) -> None:
     state["pos_embed"] = pos[:, 1:]
 
 
-def from_hf(model: nn.Module, image_processor: Any = None, **overrides: Any) -> VisionTransformer:
+def from_hf(
+    model: nn.Module, image_processor: Any = None, tokenizer: Any = None, **overrides: Any
+) -> VisionTransformer:
     """A vitlens model with the weights of a transformers vision model (see :data:`MODEL_TYPES`).
 
     ``image_processor`` (the model's transformers image processor, or its config as a dict) gives
-    the pre-processing; without it, transformers' ``ViTImageProcessor`` defaults apply.
+    the pre-processing; without it, transformers' ``ViTImageProcessor`` defaults apply. A full
+    ``CLIPModel`` / ``SiglipModel`` keeps its text half as ``model.text_tower``; ``tokenizer`` is
+    the one it encodes texts with.
     """
     kind = type(model).__name__
     known = {name for names in MODEL_TYPES.values() for name in names}
@@ -348,4 +363,7 @@ def from_hf(model: nn.Module, image_processor: Any = None, **overrides: Any) -> 
     where = f"Hugging Face {kind}"
     state = {k: v.detach() for k, v in model.state_dict().items()}
     processor = image_processor.to_dict() if hasattr(image_processor, "to_dict") else image_processor
-    return build(read_state(state, model.config.to_dict(), processor, where), **overrides)
+    reading = read_state(state, model.config.to_dict(), processor, where)
+    if model.config.model_type in TEXT_MODEL_TYPES:
+        reading.text_tower = HfText(model=model, tokenizer=tokenizer)
+    return build(reading, **overrides)

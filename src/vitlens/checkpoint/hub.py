@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import read_json
+from .hf_format import TEXT_MODEL_TYPES
 from .open_clip_format import CONFIG_FILE as OPEN_CLIP_CONFIG_FILE
 from .open_clip_format import WEIGHT_FILES as OPEN_CLIP_WEIGHT_FILES
 
@@ -27,6 +28,15 @@ TIMM_PREFIX = "timm/"
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference: no pickle when avoidable
+# a CLIP or SigLIP repository's tokenizer (whichever files it has), for its text tower
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+)
 
 # The Hub repository of the weights timm loads for a preset named without a tag (timm's default tag).
 DEFAULT_REPOS: dict[str, str] = {
@@ -237,6 +247,10 @@ def fetch(name: HubName | str) -> HubFiles:
     if weights is None:
         raise _missing_error(name, WEIGHT_FILES, cache_dir, offline)
     preprocessor = None
-    if "architecture" not in read_json(config):  # timm repositories keep their pre-processing in config.json
+    config_dict = read_json(config)
+    if "architecture" not in config_dict:  # timm repositories keep their pre-processing in config.json
         preprocessor = _download(name, PREPROCESSOR_FILE, cache_dir, offline)
+    if config_dict.get("model_type") in TEXT_MODEL_TYPES:
+        for filename in TOKENIZER_FILES:  # beside the weights, where the text tower looks for them
+            _download(name, filename, cache_dir, offline)
     return HubFiles(config, weights, preprocessor)

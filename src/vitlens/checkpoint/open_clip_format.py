@@ -23,6 +23,7 @@ from ..model import VisionTransformer
 from . import preprocessing
 from .build import Reading, build
 from .files import CheckpointError, read_state_dict
+from .text_towers import OpenClipText
 from .timm_format import read_timm_module
 
 _BLOCK_RENAMES = {
@@ -148,14 +149,19 @@ def read_open_clip(model: nn.Module, preprocess_cfg: dict[str, Any] | None = Non
 
 
 def from_open_clip(
-    model: nn.Module, preprocess_cfg: dict[str, Any] | None = None, **overrides: Any
+    model: nn.Module, preprocess_cfg: dict[str, Any] | None = None, tokenizer: Any = None, **overrides: Any
 ) -> VisionTransformer:
     """A vitlens model whose ``model(x)`` equals OpenCLIP's ``encode_image(x)`` (before normalisation).
 
     ``model``: an OpenCLIP ``CLIP`` / ``CustomTextCLIP`` or its ``.visual``. ``preprocess_cfg``:
-    OpenCLIP's image settings; by default the ones the factory attached to the model.
+    OpenCLIP's image settings; by default the ones the factory attached to the model. A whole
+    model keeps its text half as ``model.text_tower`` (a reference, not a copy), encoding with
+    ``tokenizer`` (``open_clip.get_tokenizer(name)``; by default CLIP's byte-pair tokenizer).
     """
-    return build(read_open_clip(model, preprocess_cfg), **overrides)
+    reading = read_open_clip(model, preprocess_cfg)
+    if hasattr(model, "encode_text"):
+        reading.text_tower = OpenClipText(model, tokenizer)
+    return build(reading, **overrides)
 
 
 CONFIG_FILE = "open_clip_config.json"
@@ -199,4 +205,7 @@ def read_folder(weights: Path) -> Reading:
         raise CheckpointError(f"{weights}: OpenCLIP could not build or load this model: {first}") from e
     reading = read_open_clip(model.eval())
     reading.where = str(weights)
+    model.visual = None  # the image tower is vitlens's now; the text half stays for text targets
+    folder = f"local-dir:{weights.parent}"
+    reading.text_tower = OpenClipText(model, make_tokenizer=lambda: open_clip.get_tokenizer(folder))
     return reading

@@ -3,7 +3,9 @@
 Functions named after a method take ``(model, images)`` and return maps on the patch grid,
 (B, gh, gw) or (B, H, gh, gw), on the model's device. The ``*_from`` functions take maps that
 are already computed (``model(images, return_attention=True).attentions`` and a
-``TokenLayout``) so several explanations can share one forward pass.
+``TokenLayout``) so several explanations can share one forward pass. Gradient methods explain a
+``target``: a class, or any score of the output — built-in ones for a text prompt, a reference
+image, a region or the features' norm (:mod:`.scores`).
 """
 
 from .maps import (
@@ -17,9 +19,25 @@ from .maps import (
 )
 from .relevance import attention_gradients, gae, gae_from, grad_rollout, grad_rollout_from
 from .rollout import fuse_heads, rollout, rollout_from_attentions, rollout_matrix, rollout_per_layer
+from .scores import (
+    Score,
+    image_target,
+    norm_target,
+    per_target,
+    region_patches,
+    similarity_map,
+    text_target,
+)
 from .targets import Target, check_target, target_scores
 
 __all__ = [
+    "Score",
+    "image_target",
+    "norm_target",
+    "per_target",
+    "region_patches",
+    "similarity_map",
+    "text_target",
     "Target",
     "check_target",
     "target_scores",

@@ -1,0 +1,214 @@
+"""Targets of the gradient methods: callables, text prompts, reference images, regions, feature norms.
+
+Each is checked against a reference computed here: the score by hand (the source library's
+``encode_text`` / ``get_text_features`` and a cosine similarity), then ``torch.autograd.grad`` of
+that score with respect to the maps, folded by the paper's formula.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vitlens
+from vitlens import explain
+
+ATOL = 1e-5
+
+
+def tiny(**kw):
+    return vitlens.VisionTransformer(
+        vitlens.ViTConfig(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=3, num_heads=4, **kw)
+    ).eval()
+
+
+LAYOUTS = {
+    "class token": dict(num_classes=5),
+    "registers": dict(num_classes=5, reg_tokens=2),
+    "attention pool": dict(num_classes=0, class_token=False, global_pool="map"),
+    "mean pool": dict(num_classes=0, class_token=False, global_pool="avg"),
+}
+
+
+def reference_fold(model, x, score_fn, rule: str):
+    """GAE or gradient rollout from autograd of ``score_fn(out)`` with respect to every map, by the formula."""
+    with torch.enable_grad():
+        out = model(x, return_attention=True)
+        maps = [*out.attentions] + ([out.pool_attention] if out.pool_attention is not None else [])
+        grads = torch.autograd.grad(score_fn(out).sum(), maps)
+    lay = model.token_layout(x)
+    n = lay.num_tokens
+    eye = torch.eye(n)
+    product = eye.expand(len(x), n, n)
+    layers = list(zip(maps, grads))
+    pool = layers.pop() if out.pool_attention is not None else None
+    for a, g in layers:
+        if rule == "gae":
+            product = product + (g * a).clamp_min(0).mean(1) @ product
+        else:
+            step = (g * a).mean(1).clamp_min(0) + eye
+            product = (step / step.sum(-1, keepdim=True)) @ product
+    if pool is not None:
+        a, g = pool
+        fused = (g * a).clamp_min(0).mean(1) if rule == "gae" else (g * a).mean(1).clamp_min(0)
+        if rule != "gae":
+            fused = fused / fused.sum(-1, keepdim=True)
+        rows = (fused @ product)[:, 0]
+    elif lay.class_index is not None:
+        rows = product[:, lay.class_index]
+    else:
+        rows = product[:, lay.patch_slice].mean(1)
+    return rows[:, lay.patch_slice].reshape(len(x), *lay.grid)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("rule", ["gae", "grad_rollout"])
+def test_a_callable_target_equals_autograd_of_its_score_folded_by_hand(layout, rule):
+    model = tiny(**LAYOUTS[layout])
+    x = torch.randn(3, 3, 16, 16)
+    weights = torch.randn(model.config.embed_dim if model.config.num_classes == 0 else 5)
+
+    def score(out):
+        return torch.tanh(out.logits) @ weights  # any differentiable number per image
+
+    method = explain.gae if rule == "gae" else explain.grad_rollout
+    torch.testing.assert_close(method(model, x, score), reference_fold(model, x, score, rule), atol=ATOL, rtol=0)
+    torch.testing.assert_close(method(model, x, score, streaming=True), method(model, x, score), atol=ATOL, rtol=0)
+
+
+def test_a_callable_must_return_one_score_per_image():
+    model = tiny(num_classes=5)
+    with pytest.raises(ValueError, match=r"one score per image, shape \(2,\); got \(2, 5\)"):
+        explain.gae(model, torch.randn(2, 3, 16, 16), lambda out: out.logits)
+
+
+def test_norm_and_region_targets_are_the_norms_they_say():
+    model = tiny(num_classes=0, reg_tokens=1)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        out = model(x, return_attention=True)
+    torch.testing.assert_close(explain.norm_target(model)(out), out.features[:, 0].norm(dim=-1))
+    # the box (0, 0)-(8, 4) holds the centres of patches (0, 0) and (0, 1): tokens 2 and 3 after class + register
+    region = explain.norm_target(model, region=(0, 0, 8, 4))
+    torch.testing.assert_close(region(out), out.features[:, 2:4].mean(1).norm(dim=-1))
+    assert region.kind == "region" and explain.norm_target(model).kind == "features"
+    relevance = explain.gae(model, x, region)
+    torch.testing.assert_close(relevance, reference_fold(model, x, region, "gae"), atol=ATOL, rtol=0)
+
+
+def test_regions_must_lie_inside_the_image():
+    lay = tiny().token_layout((16, 16))
+    assert explain.region_patches((0, 0, 16, 16), lay).tolist() == list(range(16))
+    assert explain.region_patches((5, 5, 6, 6), lay).tolist() == [5]  # smaller than a patch: the one under it
+    for box in [(0, 0, 17, 8), (8, 0, 4, 8), (-1, 0, 4, 4), (0, 0, float("nan"), 4)]:
+        with pytest.raises(ValueError, match="must lie inside the 16x16 image the model sees"):
+            explain.region_patches(box, lay)
+
+
+def test_similarity_map_is_the_cosine_of_every_patch_to_the_regions_mean_token():
+    model = tiny(num_classes=0, reg_tokens=2)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        patches = model.forward_features(x)[:, 3:]
+    query = patches[:, [0, 1, 4, 5]].mean(1)  # the top-left 8x8 pixels: patches (0,0), (0,1), (1,0), (1,1)
+    want = F.cosine_similarity(patches, query[:, None], dim=-1).view(2, 4, 4)
+    torch.testing.assert_close(explain.similarity_map(model, x, (0, 0, 8, 8)), want, atol=1e-6, rtol=0)
+
+
+def test_image_targets_compare_embeddings_one_reference_or_one_per_image():
+    model = tiny(num_classes=0)
+    x, refs = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        out = model(x, return_attention=True)
+        mine, theirs = model.forward_head(model.forward_features(x), pre_logits=True), model(refs)
+    per_image = explain.image_target(model, refs)
+    torch.testing.assert_close(per_image(out), F.cosine_similarity(mine, theirs), atol=1e-6, rtol=0)
+    shared = explain.image_target(model, refs[1])
+    torch.testing.assert_close(shared(out), F.cosine_similarity(mine, theirs[1:].expand(2, -1)), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="3 reference embeddings for a batch of 2 image"):
+        explain.gae(model, x, explain.image_target(model, torch.randn(3, 3, 16, 16)))
+    maps = explain.per_target(explain.gae, model, x, [per_image, shared])
+    assert maps.shape == (2, 2, 4, 4)
+    torch.testing.assert_close(maps[:, 1], explain.gae(model, x, shared))
+
+
+def test_text_targets_need_a_text_tower():
+    with pytest.raises(ValueError, match="a text target needs the model's text tower, and this model has none"):
+        explain.text_target(tiny(), "a cat")
+
+
+# ------------------------------------------------------------------ text towers kept by the loaders
+def test_open_clip_text_targets_equal_encode_text_and_cosine_similarity():
+    open_clip = pytest.importorskip("open_clip")
+    clip = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+    with torch.no_grad():
+        for p in clip.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    model = vitlens.from_open_clip(clip)
+    assert model.text_tower is not None
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")  # ships with the package
+    prompts = ["a photo of a cat", "a red car"]
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        want = F.cosine_similarity(clip.encode_image(x), clip.encode_text(tokenizer(prompts)))
+        out = model(x, return_attention=[-1])
+    target = explain.text_target(model, prompts)  # one prompt per image
+    torch.testing.assert_close(target(out), want, atol=ATOL, rtol=0)
+    shared = explain.text_target(model, "a red car")
+    torch.testing.assert_close(shared(out)[1], want[1], atol=ATOL, rtol=0)
+    assert target.kind == "text" and shared.label == "a red car"
+    relevance = explain.per_target(explain.gae, model, x[:1], [explain.text_target(model, p) for p in prompts])
+    assert relevance.shape == (1, 2, 7, 7) and not torch.equal(relevance[:, 0], relevance[:, 1])
+
+
+def _word_tokenizer(words, max_length):
+    """A transformers fast tokenizer over a fixed word list, made offline (one id per word)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", model_max_length=max_length
+    )
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_hugging_face_folders_keep_their_text_tower(tmp_path, kind):
+    T = pytest.importorskip("transformers")
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=40)
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    vision.update(image_size=32, patch_size=8)
+    if kind == "clip":
+        text.update(max_position_embeddings=16, eos_token_id=1)
+        hf = T.CLIPModel(T.CLIPConfig(text_config=text, vision_config=vision, projection_dim=24))
+    else:
+        text.update(max_position_embeddings=16)
+        hf = T.SiglipModel(T.SiglipConfig(text_config=text, vision_config=vision))
+    hf = hf.eval()
+    tokenizer = _word_tokenizer(["a", "cat", "red", "car", "photo", "of"], 16)
+    hf.save_pretrained(tmp_path / kind)
+    tokenizer.save_pretrained(tmp_path / kind)
+    model = vitlens.load(tmp_path / kind)
+    prompts = ["a cat", "a red car"]
+    padding = "max_length" if kind == "siglip" else True
+    inputs = tokenizer(prompts, padding=padding, return_tensors="pt")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        texts = hf.get_text_features(**inputs)
+        images = hf.get_image_features(pixel_values=x)
+        texts, images = (getattr(t, "pooler_output", t) for t in (texts, images))
+        out = model(x, return_attention=True)
+    torch.testing.assert_close(model.text_tower.encode(prompts), texts, atol=ATOL, rtol=0)
+    torch.testing.assert_close(explain.text_target(model, prompts)(out), F.cosine_similarity(images, texts))
+    live = vitlens.from_hf(hf, tokenizer=tokenizer)
+    torch.testing.assert_close(live.text_tower.encode(prompts), texts, atol=ATOL, rtol=0)
+
+
+def test_a_new_head_drops_the_text_tower():
+    open_clip = pytest.importorskip("open_clip")
+    clip = open_clip.create_model("ViT-B-32", pretrained=None)
+    assert vitlens.from_open_clip(clip, num_classes=3).text_tower is None
+    assert vitlens.from_open_clip(clip.visual).text_tower is None
