@@ -147,7 +147,9 @@ def test_methods_and_target_can_be_chosen(tmp_path, model_dir):
     )
     record = json.loads((out / "explain.json").read_text())["images"][0]
     assert list(record["maps"]) == ["gae", "rollout"]
-    assert record["target"] == {"index": 4, "label": "class 4"}
+    assert record["target"] == {"kind": "class", "index": 4, "label": "class 4"}
+    assert record["maps"]["gae"]["target"] == record["target"]
+    assert record["maps"]["rollout"]["target"] == {"kind": "attention", "label": "where the class token looks"}
     assert sorted(p.name for p in (out / "cat").iterdir()) == [
         "distance.png",
         "gae.png",
@@ -182,8 +184,10 @@ def test_methods_a_model_cannot_explain_are_refused_up_front(tmp_path):
     pooled = peaked_model(class_token=False, global_pool="avg")
     with pytest.raises(ValueError, match="method 'cls' needs a class token"):
         explain_files(pooled, [tmp_path / "cat.png"], tmp_path / "out", ["rollout", "cls"])
-    with pytest.raises(ValueError, match="no classifier"):
-        explain_files(peaked_model(num_classes=0), [tmp_path / "cat.png"], tmp_path / "out", ["gae"])
+    with pytest.raises(ValueError, match="needs a classifier, and this model has none"):
+        explain_files(peaked_model(num_classes=0), [tmp_path / "cat.png"], tmp_path / "out", ["gae"], target=1)
+    with pytest.raises(ValueError, match="compares every patch with a region: give --region"):
+        explain_files(peaked_model(), [tmp_path / "cat.png"], tmp_path / "out", ["similarity"])
     assert not (tmp_path / "out").exists()
     records = explain_files(pooled, [tmp_path / "cat.png"], tmp_path / "out", ["rollout"], progress=False)
     assert list(records[0]["maps"]) == ["rollout"] and "heads_layer2" not in records[0]["pictures"]

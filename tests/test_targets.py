@@ -212,3 +212,82 @@ def test_a_new_head_drops_the_text_tower():
     clip = open_clip.create_model("ViT-B-32", pretrained=None)
     assert vitlens.from_open_clip(clip, num_classes=3).text_tower is None
     assert vitlens.from_open_clip(clip.visual).text_tower is None
+
+
+# ------------------------------------------------------------------ vitlens explain with targets
+def _photo(path, size=(40, 52), seed=0):
+    from PIL import Image
+
+    pixels = (torch.rand(size[1], size[0], 3, generator=torch.Generator().manual_seed(seed)) * 255).byte().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _explain(args):
+    from vitlens.commands.main import main
+
+    try:
+        return main(["explain", *map(str, args)])
+    except SystemExit as e:  # argparse's own refusals
+        return e.code
+
+
+def test_a_backbone_gets_the_methods_that_apply_and_says_what_it_skipped(tmp_path, capsys):
+    import json
+
+    backbone = vitlens.save_pretrained(tiny(num_classes=0, reg_tokens=1), tmp_path / "backbone")
+    image = _photo(tmp_path / "cat.png")
+    assert _explain(["--model", backbone, "--image", image, "--out", tmp_path / "out"]) == 0
+    assert "skipped: similarity (method 'similarity' compares every patch with a region" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "explain.json").read_text())
+    assert summary["methods"] == ["cls", "rollout", "grad-rollout", "gae"]
+    assert summary["targets"] == [{"kind": "features", "label": "norm of the readout features"}]
+    maps = summary["images"][0]["maps"]
+    assert maps["gae"]["target"]["kind"] == "features" and maps["cls"]["target"]["kind"] == "attention"
+    assert (tmp_path / "out" / "cat" / "gae.png").is_file()
+    region = ["--region", "0,0,8,8", "--target-image", _photo(tmp_path / "ref.png", seed=1)]
+    assert _explain(["--model", backbone, "--image", image, "--out", tmp_path / "r", *region]) == 0
+    maps = json.loads((tmp_path / "r" / "explain.json").read_text())["images"][0]["maps"]
+    assert {"similarity", "gae_1_ref", "gae_2_region", "grad-rollout_1_ref"} <= set(maps)
+    assert maps["gae_2_region"]["target"] == {"kind": "region", "label": "region 0,0,8,8", "box": [0, 0, 8, 8]}
+    assert (tmp_path / "r" / "cat" / "similarity.png").is_file()
+
+
+def test_text_prompts_explain_an_open_clip_folder_end_to_end(tmp_path):
+    import json
+
+    open_clip = pytest.importorskip("open_clip")
+    from safetensors.torch import save_file
+
+    clip = open_clip.create_model("ViT-B-32", pretrained=None)
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    save_file(clip.state_dict(), str(folder / "open_clip_model.safetensors"))
+    config = dict(model_cfg=open_clip.get_model_config("ViT-B-32"), preprocess_cfg={})
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    image = _photo(tmp_path / "cat.png", size=(64, 48))
+    args = ["--model", folder, "--image", image, "--out", tmp_path / "out", "--method", "gae"]
+    assert _explain([*args, "--text", "a cat", "--text", "a dog"]) == 0
+    record = json.loads((tmp_path / "out" / "explain.json").read_text())["images"][0]
+    assert record["maps"]["gae_1_a-cat"]["target"] == {"kind": "text", "label": "a cat"}
+    assert record["maps"]["gae_2_a-dog"]["target"] == {"kind": "text", "label": "a dog"}
+    assert (tmp_path / "out" / "cat" / "gae_2_a-dog.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--text", "a cat"], "a text target needs the model's text tower"),
+        (["--target", "9"], "target class 9 does not exist: the model has 5 classes"),
+        (["--region", "0,0,40,8"], "must lie inside the 16x16 image the model sees"),
+        (["--region", "0,0,8"], "a region is four numbers x0,y0,x1,y1"),
+        (["--target-image", "missing.png"], "missing.png"),
+    ],
+)
+def test_bad_targets_stop_before_anything_is_written(tmp_path, capsys, extra, message):
+    model = vitlens.save_pretrained(tiny(num_classes=5), tmp_path / "model")
+    out = tmp_path / "out"
+    assert _explain(["--model", model, "--image", _photo(tmp_path / "cat.png"), "--out", out, *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -9,8 +9,11 @@ files are the same as a single process writes, and rank 0 writes the JSON for al
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +27,15 @@ from ..checkpoint import load
 from ..config import list_models
 from ..data import transforms_for
 from ..data.files import read_image, unique_stems
+from ..explain.scores import Box
 from ..factory import create_model
 from ..model import VisionTransformer, eval_mode
 from ..training import distributed
 from ..viz import plot
 from ..viz.readout import check_finite, check_top_k, class_name, display_image, top_predictions
 
-METHODS = ("cls", "rollout", "grad-rollout", "gae")
+METHODS = ("cls", "rollout", "grad-rollout", "gae", "similarity")
+GRADIENT_METHODS = ("grad-rollout", "gae")
 SUMMARY_NAME = "explain.json"
 OVERLAY_PIXELS = 224  # small inputs (digits) are enlarged to this for viewing
 
@@ -46,19 +51,119 @@ def load_model(spec: str) -> VisionTransformer:
     return load(spec)
 
 
-def check_methods(methods: Sequence[str], model: VisionTransformer) -> list[str]:
-    """The methods asked for, in order and without repeats; ``ValueError`` for one unknown or unfit for ``model``."""
+@dataclass(frozen=True)
+class NamedTarget:
+    """One thing the gradient methods explain, with how the JSON and the file names call it."""
+
+    target: explain.Target
+    record: dict[str, Any]
+    slug: str
+
+
+def _unfit(method: str, model: VisionTransformer, region: Box | None) -> str | None:
+    """Why ``method`` does not apply to ``model`` (None when it does)."""
+    if method == "cls" and not model.config.class_token and model.config.global_pool != "map":
+        return "method 'cls' needs a class token or an attention pool; this model averages its patches"
+    if method == "similarity" and region is None:
+        return "method 'similarity' compares every patch with a region: give --region x0,y0,x1,y1"
+    return None
+
+
+def check_methods(
+    methods: Sequence[str] | None, model: VisionTransformer, region: Box | None = None
+) -> tuple[list[str], list[str]]:
+    """The methods to run, and (when none were named) those skipped with why.
+
+    Named methods must all apply (``ValueError`` otherwise); by default every method that applies
+    to this model runs: class-token maps when it has a class token or a pool, rollout, the
+    gradient methods (a backbone's explain the norm of its features), the region's similarity map.
+    """
+    if methods is None:
+        reasons = {m: _unfit(m, model, region) for m in METHODS}
+        skipped = [f"{m} ({why.split('; ', 1)[-1]})" for m, why in reasons.items() if why]
+        return [m for m in METHODS if reasons[m] is None], skipped
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown explanation method(s) {unknown}; choose from {', '.join(METHODS)}")
-    if "cls" in methods and not model.config.class_token and model.config.global_pool != "map":
-        raise ValueError(
-            "method 'cls' needs a class token or an attention pool; this model averages its patches "
-            "(use rollout or gae)"
-        )
-    if {"gae", "grad-rollout"} & set(methods) and model.config.num_classes == 0:
-        raise ValueError("gae and grad-rollout explain a class, and this model has no classifier (num_classes=0)")
-    return list(dict.fromkeys(methods))
+    for m in methods:
+        if why := _unfit(m, model, region):
+            raise ValueError(why)
+    return list(dict.fromkeys(methods)), []
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "target"
+
+
+def resolve_targets(
+    model: VisionTransformer,
+    target: int | None = None,
+    texts: Sequence[str] = (),
+    references: Sequence[Path] = (),
+    region: Box | None = None,
+) -> list[NamedTarget]:
+    """What the gradient methods explain, checked before anything is written.
+
+    The class ``target`` (default: the prediction, for a model with a classifier), each text, each
+    reference image and the region, in that order; a backbone with none of them explains the norm
+    of its readout features.
+    """
+    named: list[NamedTarget] = []
+    if target is not None or (model.config.num_classes and not texts and not references and region is None):
+        explain.check_target(target, model.config.num_classes)
+        label = "the predicted class" if target is None else class_name(model, target)
+        named.append(NamedTarget(target, {"kind": "class", "index": target, "label": label}, "class"))
+    for text in texts:
+        named.append(NamedTarget(explain.text_target(model, text), {"kind": "text", "label": text}, _slug(text)))
+    transform = transforms_for(model) if references else None
+    for path in references:
+        image = transform(read_image(Path(path)))
+        score = explain.image_target(model, image, label=str(path))
+        named.append(NamedTarget(score, {"kind": "image", "label": str(path)}, _slug(Path(path).stem)))
+    if region is not None:
+        explain.region_patches(region, model.token_layout(model.config.img_hw))  # inside the image?
+        score = explain.norm_target(model, region)
+        named.append(NamedTarget(score, {"kind": "region", "label": score.label, "box": list(region)}, "region"))
+    if not named:
+        score = explain.norm_target(model)
+        named.append(NamedTarget(score, {"kind": "features", "label": score.label}, "features"))
+    return named
+
+
+def map_keys(methods: Sequence[str], targets: Sequence[NamedTarget]) -> dict[str, tuple[str, int | None]]:
+    """File stem -> (method, target index or None): one map per gradient method and target."""
+    keys: dict[str, tuple[str, int | None]] = {}
+    for method in methods:
+        if method not in GRADIENT_METHODS:
+            keys[method] = (method, None)
+        elif len(targets) == 1:
+            keys[method] = (method, 0)
+        else:
+            for j, t in enumerate(targets):
+                keys[f"{method}_{j + 1}_{t.slug}"] = (method, j)
+    return keys
+
+
+def describe_target(
+    model: VisionTransformer,
+    targets: Sequence[NamedTarget],
+    classes: dict[int, int],
+    region: Box | None,
+    j: int | None,
+    method: str,
+) -> dict[str, Any]:
+    """The JSON's ``target`` of one map: target ``j`` (a class resolved to its index and name), or
+    what an attention-only map shows."""
+    if j is None and method == "similarity":
+        return {"kind": "region", "label": f"similarity to region {','.join(f'{v:g}' for v in region)}"}
+    if j is None:
+        readout = model.token_layout(model.config.img_hw).readout
+        who = {"class": "the class token", "pool": "the attention pool's query", "mean": "the mean of the patches"}
+        return {"kind": "attention", "label": f"where {who[readout]} looks"}
+    record = dict(targets[j].record)
+    if j in classes:
+        record.update(index=classes[j], label=class_name(model, classes[j]))
+    return record
 
 
 def map_statistics(heat: Tensor) -> dict[str, Any]:
@@ -85,11 +190,16 @@ def _round(value: Any, digits: int = 6) -> float:
 
 
 def explain_one(
-    model: VisionTransformer, image: Tensor, methods: Sequence[str], target: int | None, layer: int
+    model: VisionTransformer,
+    image: Tensor,
+    methods: Sequence[str],
+    targets: Sequence[NamedTarget],
+    layer: int,
+    region: Box | None = None,
 ) -> dict[str, Any]:
-    """One model-ready image (C, H, W): logits, a (gh, gw) map per method, the readout query's maps per
-    head (H, gh, gw: the class token's in ``layer``, or the attention pool's), and the attention
-    distance per layer and head (L, H)."""
+    """One model-ready image (C, H, W): logits, a (gh, gw) map per :func:`map_keys` entry, the readout
+    query's maps per head (H, gh, gw: the class token's in ``layer``, or the attention pool's), the
+    attention distance per layer and head (L, H), and the class each class target resolved to."""
     x = image[None].to(next(model.parameters()).device)
     layout = model.token_layout(x)
     with eval_mode(model), torch.no_grad():
@@ -100,18 +210,25 @@ def explain_one(
     elif layout.class_index is not None:
         heads = explain.cls_attention_from(out.attentions[layer], layout)[0]
     maps: dict[str, Tensor] = {}
-    if "cls" in methods:
-        maps["cls"] = heads.mean(0)
-    if "rollout" in methods:
-        maps["rollout"] = explain.rollout_from_attentions(out.attentions, layout, pool_attention=out.pool_attention)[0]
-    gradient = [m for m in ("grad-rollout", "gae") if m in methods]
-    if gradient:
-        attn, grads, _ = explain.attention_gradients(model, x, target)
-        folds = {"grad-rollout": explain.grad_rollout_from, "gae": explain.gae_from}
-        for m in gradient:
-            maps[m] = folds[m](attn, grads, layout)[0]
+    classes: dict[int, int] = {}
+    gradients: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
+    folds = {"grad-rollout": explain.grad_rollout_from, "gae": explain.gae_from}
+    for key, (method, j) in map_keys(methods, targets).items():
+        if method == "cls":
+            maps[key] = heads.mean(0)
+        elif method == "rollout":
+            maps[key] = explain.rollout_from_attentions(out.attentions, layout, pool_attention=out.pool_attention)[0]
+        elif method == "similarity":
+            maps[key] = explain.similarity_map(model, x, region)[0]
+        else:
+            if j not in gradients:
+                attn, grads, chosen = explain.attention_gradients(model, x, targets[j].target)
+                gradients[j] = (attn, grads)
+                if chosen is not None:
+                    classes[j] = int(chosen[0])
+            maps[key] = folds[method](*gradients[j], layout)[0]
     distance = explain.attention_distance(out.attentions, layout)
-    return {"logits": out.logits[0], "maps": {m: maps[m] for m in methods}, "heads": heads, "distance": distance}
+    return {"logits": out.logits[0], "maps": maps, "heads": heads, "distance": distance, "classes": classes}
 
 
 def write_pictures(
@@ -144,22 +261,27 @@ def explain_files(
     model: VisionTransformer,
     paths: Sequence[Path],
     out: Path,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] | None = None,
     target: int | None = None,
     layer: int = -1,
     top_k: int = 5,
     progress: bool = True,
+    texts: Sequence[str] = (),
+    references: Sequence[Path] = (),
+    region: Box | None = None,
 ) -> list[dict[str, Any]] | None:
     """Explain every image in ``paths`` into ``out/<name>/``; rank 0 also writes ``out/explain.json``.
 
-    Returns the per-image records (in the order of ``paths``) on rank 0, None on other ranks.
-    Every image is read and checked before anything is written, so a bad file stops the run
-    with nothing half-done.
+    ``methods``: None picks those that apply to the model (and says on stderr which it skipped).
+    The gradient methods explain each target of :func:`resolve_targets`: a class, each text
+    (CLIP/SigLIP), each reference image, a region (pixels of the model's input), or a backbone's
+    feature norm. Returns the per-image records (in the order of ``paths``) on rank 0, None on other
+    ranks. Every image, target and option is checked before anything is written.
     """
-    methods = check_methods(methods, model)
-    explain.check_target(target, model.config.num_classes)
+    methods, skipped = check_methods(methods, model, region)
     check_top_k(top_k)
     model.layers_requested([layer])  # a clear error for a layer the model does not have
+    targets = resolve_targets(model, target, texts, references, region)
     paths = [Path(p) for p in paths]
     for p in paths:
         read_image(p).close()
@@ -170,25 +292,37 @@ def explain_files(
         raise OSError(f"cannot write to the output folder {out}: {e.strerror or e}") from e
 
     world = distributed.setup()
+    if skipped and world.is_main and progress:
+        print(f"skipped: {'; '.join(skipped)}", file=sys.stderr)
     model = model.to(world.device)
     transform = transforms_for(model)
     names = unique_stems(paths, reserved=(SUMMARY_NAME,))
+    keys = map_keys(methods, targets)
     mine = range(world.rank, len(paths), world.size)
     records = []
     for i in tqdm(mine, desc="explain", unit="image", disable=not (progress and world.is_main)):
         image = transform(read_image(paths[i]))
-        result = explain_one(model, image, methods, target, layer)
+        result = explain_one(model, image, methods, targets, layer, region)
         check_finite(model, image[None].to(world.device), result, str(paths[i]))
         files = write_pictures(model, image, result, out / names[i], layer)
-        target_index = int(result["logits"].argmax()) if target is None else target
+
+        described = partial(describe_target, model, targets, result["classes"], region)
         records.append(
             {
                 "index": i,
                 "image": str(paths[i]),
                 "name": names[i],
-                "top": top_predictions(model, result["logits"][None], top_k)[0],
-                "target": {"index": target_index, "label": class_name(model, target_index)},
-                "maps": {m: {"file": f"{names[i]}/{files[m]}", **map_statistics(h)} for m, h in result["maps"].items()},
+                "top": top_predictions(model, result["logits"][None], top_k)[0] if model.config.num_classes else [],
+                "target": described(0, "gae"),
+                "maps": {
+                    k: {
+                        "file": f"{names[i]}/{files[k]}",
+                        "method": m,
+                        "target": described(j, m),
+                        **map_statistics(result["maps"][k]),
+                    }
+                    for k, (m, j) in keys.items()
+                },
                 "pictures": {k: f"{names[i]}/{v}" for k, v in files.items() if k not in result["maps"]},
                 "attention_distance": [[_round(v) for v in row] for row in result["distance"].tolist()],
             }
@@ -202,6 +336,8 @@ def explain_files(
                 "layer": layer % model.depth,
             },
             "methods": methods,
+            "skipped": skipped,
+            "targets": [t.record for t in targets],
             "images": [{k: v for k, v in r.items() if k != "index"} for r in gathered],
         }
         write_json(out / SUMMARY_NAME, summary, indent=1)

@@ -130,12 +130,23 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     """Overlays per method, a head grid, a distance plot and a JSON of numbers per image (torchrun-ready)."""
     from ..data.files import collect_image_paths
-    from .explain import METHODS, explain_files, load_model
+    from .explain import explain_files, load_model
 
-    methods = [m for spec in args.method for m in spec.split(",") if m] if args.method else list(METHODS)
+    methods = [m for spec in args.method for m in spec.split(",") if m] if args.method else None
     paths = collect_image_paths(args.image)
     model = load_model(args.model)
-    records = explain_files(model, paths, Path(args.out), methods, args.target, args.layer, args.top_k)
+    records = explain_files(
+        model,
+        paths,
+        Path(args.out),
+        methods,
+        args.target,
+        args.layer,
+        args.top_k,
+        texts=args.text,
+        references=[Path(p) for p in args.target_image],
+        region=args.region,
+    )
     if records is not None:
         print(f"explained {len(records)} image(s) into {args.out}")
     return 0
@@ -172,6 +183,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         json_path, md_path = write_results(report, args.out, stem=args.model)
         print(f"wrote {json_path} and {md_path}")
     return 0
+
+
+def _parse_region(text: str) -> tuple[float, float, float, float]:
+    parts = text.split(",")
+    try:
+        box = tuple(float(v) for v in parts)
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise argparse.ArgumentTypeError(f"a region is four numbers x0,y0,x1,y1 (pixels), got {text!r}")
+    return box
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -244,7 +266,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="overlays, head grids, distance plots and numbers for image files")
     _add_image_arguments(p)
     p.add_argument(
-        "--method", action="append", help="cls, rollout, grad-rollout, gae; repeat or comma-separate (default: all)"
+        "--method",
+        action="append",
+        help="cls, rollout, grad-rollout, gae, similarity; repeat or comma-separate (default: all that apply)",
+    )
+    p.add_argument(
+        "--text", action="append", default=[], help="explain the similarity to this text (CLIP, SigLIP); repeatable"
+    )
+    p.add_argument(
+        "--target-image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="explain the similarity to this image's embedding; repeatable",
+    )
+    p.add_argument(
+        "--region",
+        type=_parse_region,
+        metavar="X0,Y0,X1,Y1",
+        help="a box in pixels of the model's input: explain its features, and map what is like it",
     )
     p.add_argument("--layer", type=int, default=-1, help="layer of the per-head grid (default: -1, the last)")
     p.add_argument("--out", required=True, help="output folder: <out>/<image>/*.png and <out>/explain.json")
