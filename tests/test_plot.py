@@ -42,3 +42,14 @@ def test_grids_and_distance_plot_write_files(tmp_path):
         plot.distance_plot(torch.rand(3))
     with pytest.raises(ValueError, match="heads, rows, cols"):
         plot.head_grid(torch.rand(4, 4))
+
+
+def test_overlay_outlines_marked_patches_in_cyan():
+
+    marks = torch.zeros(4, 4, dtype=torch.bool)
+    marks[1, 2] = True
+    picture = np.asarray(plot.overlay(torch.zeros(3, 64, 64), torch.zeros(4, 4), marks=marks))
+    cyan = (picture == (0, 255, 255)).all(-1)
+    rows, cols = cyan.nonzero()
+    assert rows.min() == 16 and rows.max() == 31 and cols.min() == 32 and cols.max() == 47
+    assert not cyan[:16].any() and not cyan[32:].any()

@@ -291,3 +291,19 @@ def test_bad_targets_stop_before_anything_is_written(tmp_path, capsys, extra, me
     assert _explain(["--model", model, "--image", _photo(tmp_path / "cat.png"), "--out", out, *extra]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ high-norm tokens
+def test_high_norm_tokens_flag_the_patches_whose_norm_stands_out():
+    model = tiny(num_classes=5)
+    x = torch.randn(2, 3, 16, 16) * 0.1
+    x[1, :, 4:8, 8:12] = 50.0  # image 1, patch (1, 2): a token far larger than the others
+    found = explain.high_norm_tokens(model, x)
+    assert found.norms.shape == found.high.shape == (2, 3, 4, 4)
+    with torch.no_grad():
+        tokens = [step.tokens for step in model.iter_blocks(x)]
+    torch.testing.assert_close(found.norms[:, -1].flatten(1), tokens[-1][:, 1:].norm(dim=-1))
+    assert not found.high[0].any()
+    assert found.high[1, :, 1, 2].all() and found.high[1].sum() == 3  # that patch, at every layer
+    with pytest.raises(ValueError, match="ratio must be above 1"):
+        explain.high_norm_tokens(model, x, ratio=0.5)

@@ -228,7 +228,15 @@ def explain_one(
                     classes[j] = int(chosen[0])
             maps[key] = folds[method](*gradients[j], layout)[0]
     distance = explain.attention_distance(out.attentions, layout)
-    return {"logits": out.logits[0], "maps": maps, "heads": heads, "distance": distance, "classes": classes}
+    high = explain.high_norm_tokens(model, x).high[0]  # (L, gh, gw)
+    return {
+        "logits": out.logits[0],
+        "maps": maps,
+        "heads": heads,
+        "distance": distance,
+        "classes": classes,
+        "high_norm": high,
+    }
 
 
 def write_pictures(
@@ -240,7 +248,8 @@ def write_pictures(
     size = max(OVERLAY_PIXELS, *pixels.shape[:2])
     files: dict[str, str] = {}
     for method, heat in result["maps"].items():
-        picture = plot.overlay(pixels, heat.detach().cpu(), size=size)
+        marks = result["high_norm"][-1] if method == "cls" else None  # artifacts, where the class token may look
+        picture = plot.overlay(pixels, heat.detach().cpu(), size=size, marks=marks)
         atomic_write(folder / f"{method}.png", lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
         files[method] = f"{method}.png"
     if result["heads"] is not None and model.attn_pool is not None:
@@ -325,6 +334,10 @@ def explain_files(
                 },
                 "pictures": {k: f"{names[i]}/{v}" for k, v in files.items() if k not in result["maps"]},
                 "attention_distance": [[_round(v) for v in row] for row in result["distance"].tolist()],
+                "high_norm_tokens": {  # outlined in cls.png: norms above 3x the median (registers paper)
+                    "last_layer": result["high_norm"][-1].nonzero().tolist(),
+                    "per_layer": result["high_norm"].flatten(1).sum(1).tolist(),
+                },
             }
         )
     gathered = _gather(records, world)

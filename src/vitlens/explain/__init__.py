@@ -9,11 +9,13 @@ image, a region or the features' norm (:mod:`.scores`).
 """
 
 from .maps import (
+    TokenNorms,
     attention_distance,
     attention_entropy,
     cls_attention,
     cls_attention_from,
     dino_mask,
+    high_norm_tokens,
     patch_scores,
     upsample,
 )
@@ -47,6 +49,8 @@ __all__ = [
     "cls_attention",
     "cls_attention_from",
     "dino_mask",
+    "high_norm_tokens",
+    "TokenNorms",
     "fuse_heads",
     "gae",
     "gae_from",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -182,3 +183,34 @@ def attention_entropy(
         return -(p * p.clamp_min(1e-12).log()).sum(-1).mean(dim=(0, 2))
 
     return _per_layer(attentions, one)
+
+
+@dataclass(frozen=True)
+class TokenNorms:
+    """Each layer's patch-token norms (B, L, gh, gw) and the outliers among them (same shape, bool)."""
+
+    norms: Tensor
+    high: Tensor
+    ratio: float
+
+
+def high_norm_tokens(model: nn.Module, images: Tensor, ratio: float = 3.0) -> TokenNorms:
+    """Patch tokens whose output norm stands out: above ``ratio`` times the image's median patch norm
+    at that layer (each block's output, before the final norm).
+
+    Large ViTs trained without registers grow a few such tokens in low-information background
+    patches, which take over the class token's attention (Darcet et al., "Vision Transformers Need
+    Registers", ICLR 2024, who find their norms several times the others'); a model with registers
+    has none. Flagged patches are artifacts to discount, not findings.
+    """
+    if not ratio > 1:
+        raise ValueError(f"ratio must be above 1 (a multiple of the median norm), got {ratio}")
+    layout = model.token_layout(images)
+    norms = []
+    with eval_mode(model), torch.no_grad():
+        for step in model.iter_blocks(images):
+            norms.append(step.tokens[:, layout.patch_slice].float().norm(dim=-1))
+    norms = torch.stack(norms, dim=1)  # (B, L, patches)
+    median = norms.median(dim=-1, keepdim=True).values
+    high = norms > ratio * median
+    return TokenNorms(norms.view(*norms.shape[:2], *layout.grid), high.view(*norms.shape[:2], *layout.grid), ratio)

@@ -124,11 +124,14 @@ def panel_grid(
 
 
 # ------------------------------------------------------------ explanation pictures
-def overlay(image: Any, heat: Any, cmap: str = "inferno", alpha: float = 0.5, size: int | None = None):
+def overlay(
+    image: Any, heat: Any, cmap: str = "inferno", alpha: float = 0.5, size: int | None = None, marks: Any = None
+):
     """A PIL image of ``heat`` (gh, gw) — any map on the patch grid — blended over ``image``.
 
     The map is upsampled bilinearly to the image, stretched to [0, 1] and coloured with
-    ``cmap``; ``size`` (pixels of the longer side) enlarges small images for viewing.
+    ``cmap``; ``size`` (pixels of the longer side) enlarges small images for viewing. ``marks``
+    (gh, gw, bool): patches outlined in cyan, e.g. ``explain.high_norm_tokens(...).high[b, -1]``.
     """
     import matplotlib
     from PIL import Image
@@ -147,7 +150,22 @@ def overlay(image: Any, heat: Any, cmap: str = "inferno", alpha: float = 0.5, si
     heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
     coloured = matplotlib.colormaps[cmap](heat)[..., :3]
     blended = (1 - alpha) * base + alpha * coloured
-    return Image.fromarray((blended.clip(0, 1) * 255).round().astype(np.uint8))
+    picture = Image.fromarray((blended.clip(0, 1) * 255).round().astype(np.uint8))
+    if marks is not None:
+        _outline_patches(picture, torch.as_tensor(marks).bool().cpu(), heat.shape)
+    return picture
+
+
+def _outline_patches(picture: Any, marks: Tensor, shape: tuple[int, ...]) -> None:
+    """Draw a cyan box around each marked patch of a (rows, cols) grid laid over ``picture``."""
+    from PIL import ImageDraw
+
+    rows, cols = marks.shape
+    height, width = shape[:2]
+    draw = ImageDraw.Draw(picture)
+    for r, c in marks.nonzero().tolist():
+        box = (c * width / cols, r * height / rows, (c + 1) * width / cols - 1, (r + 1) * height / rows - 1)
+        draw.rectangle(box, outline=(0, 255, 255), width=max(1, round(min(width / cols, height / rows) / 12)))
 
 
 def layer_grid(
