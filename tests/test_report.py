@@ -78,9 +78,11 @@ def test_explanation_views_match_vitlens_explain(tmp_path):
     images = torch.randn(1, 3, 32, 32)
     meta, chunks = embedded(vitlens.viz.report.render(model, images, target=3).html)
     record = meta["images"][0]
-    assert record["target"] == {"index": 3, "label": "class 3"}
+    assert [{k: v for k, v in t.items() if k not in ("gae", "grad-rollout")} for t in record["targets"]] == [
+        {"kind": "class", "index": 3, "label": "class 3"}
+    ]
     gae = vitlens.explain.gae(model, images, target=3)[0].flatten()
-    np.testing.assert_allclose(record["gae"], (gae / gae.max()).numpy(), atol=1e-4)
+    np.testing.assert_allclose(record["targets"][0]["gae"], (gae / gae.max()).numpy(), atol=1e-4)
     with torch.no_grad():
         out = model(images, return_attention=True)
     layout = model.token_layout(images)
@@ -191,3 +193,30 @@ def test_the_demo_writes_an_explorer_for_four_test_digits(tmp_path):
     meta, chunks = embedded(path.read_text())
     assert [im["name"] for im in meta["images"]] == ["digit 0", "digit 1", "digit 2", "digit 3"]
     assert len([c for c in chunks if c.startswith("vl-a-")]) == 4 * vitlens.get_config("vit_digits").depth
+
+
+def test_the_target_selector_offers_each_images_top_classes_then_each_reference():
+    model = peaked_model()
+    images, reference = torch.randn(2, 3, 32, 32), torch.randn(3, 32, 32)
+    meta, _ = embedded(vitlens.viz.report.render(model, images).html)
+    for i, record in enumerate(meta["images"]):
+        top3 = model(images[i : i + 1])[0].topk(3).indices.tolist()
+        assert [t["index"] for t in record["targets"]] == top3
+        for t in record["targets"]:
+            gae = vitlens.explain.gae(model, images[i : i + 1], target=t["index"])[0].flatten()
+            np.testing.assert_allclose(t["gae"], (gae / gae.max()).numpy(), atol=1e-4)
+    meta, _ = embedded(vitlens.viz.report.render(model, images, target=1, references=[reference]).html)
+    kinds = [(t["kind"], t["label"]) for t in meta["images"][0]["targets"]]
+    assert kinds == [("class", "class 1"), ("image", "image 0")]
+    score = vitlens.explain.image_target(model, reference)
+    gae = vitlens.explain.gae(model, images[1:], target=score)[0].flatten()
+    np.testing.assert_allclose(meta["images"][1]["targets"][1]["gae"], (gae / gae.max()).numpy(), atol=1e-4)
+
+
+def test_a_backbone_report_explains_its_features_and_refuses_text_without_a_tower():
+    model = peaked_model(num_classes=0)
+    meta, _ = embedded(vitlens.viz.report.render(model, torch.randn(1, 3, 32, 32)).html)
+    assert [t["kind"] for t in meta["images"][0]["targets"]] == ["features"]
+    assert [v["id"] for v in meta["views"]][-2:] == ["gae", "grad-rollout"]
+    with pytest.raises(ValueError, match="a text target needs the model's text tower"):
+        vitlens.viz.report.render(model, torch.randn(1, 3, 32, 32), texts=["a cat"])

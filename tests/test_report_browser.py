@@ -194,7 +194,7 @@ def test_other_images_and_views_show_their_own_data(page, report):
         before = _renders(page)
         page.check(f"input[name=vl-view][value={view}]")
         _wait_for_render_after(page, before)
-        np.testing.assert_allclose(_shown(page), meta["images"][1][view], atol=1e-5)
+        np.testing.assert_allclose(_shown(page), meta["images"][1]["targets"][0][view], atol=1e-5)
         assert "for class 2" in page.locator("#vl-status").inner_text()
     before = _renders(page)
     page.check("input[name=vl-view][value=rollout]")
@@ -229,3 +229,44 @@ def test_the_jupyter_view_runs_inside_its_sandboxed_frame(browser):
     assert frame.locator("#vl-top li").count() == 5
     page.close()
     assert errors == []
+
+
+def _open_on_gae(browser, path):
+    """A page showing the report at ``path`` in its GAE view, and the report's embedded metadata."""
+    page = browser.new_page()
+    page.goto(path.as_uri())
+    page.wait_for_function("Number(document.body.dataset.renders) >= 1")
+    before = _renders(page)
+    page.check("input[name=vl-view][value=gae]")
+    _wait_for_render_after(page, before)
+    return embedded(path.read_text())[0], page
+
+
+def test_the_target_selector_switches_the_gradient_views_between_targets(browser, tmp_path):
+    torch.manual_seed(1)
+    model = peaked_model()
+    images = torch.randn(2, 3, 32, 32)
+    path = vitlens.viz.report.build(model, images, tmp_path / "r.html", references=[torch.randn(3, 32, 32)])
+    meta, page = _open_on_gae(browser, path)
+    targets = meta["images"][0]["targets"]
+    assert page.locator("#vl-target option").all_inner_texts() == ["image: image 0"]
+    np.testing.assert_allclose(_shown(page), targets[0]["gae"], atol=1e-5)
+    page.close()
+    path = vitlens.viz.report.build(model, images, tmp_path / "top.html")
+    meta, page = _open_on_gae(browser, path)
+    for i in (0, 1):
+        if i:
+            before = _renders(page)
+            page.select_option("#vl-image", "1")
+            _wait_for_render_after(page, before)
+        targets = meta["images"][i]["targets"]
+        assert page.locator("#vl-target option").all_inner_texts() == [t["label"] for t in targets]
+        for j, t in enumerate(targets):
+            before = _renders(page)
+            page.select_option("#vl-target", str(j))
+            _wait_for_render_after(page, before)
+            np.testing.assert_allclose(_shown(page), t["gae"], atol=1e-5)
+            assert f"for {t['label']}" in page.locator("#vl-status").inner_text()
+            assert page.locator("#vl-top li.target").inner_text().startswith(t["label"])
+        assert not np.allclose(targets[0]["gae"], targets[1]["gae"])  # switching changes the map
+    page.close()

@@ -273,6 +273,14 @@ def test_text_prompts_explain_an_open_clip_folder_end_to_end(tmp_path):
     assert record["maps"]["gae_1_a-cat"]["target"] == {"kind": "text", "label": "a cat"}
     assert record["maps"]["gae_2_a-dog"]["target"] == {"kind": "text", "label": "a dog"}
     assert (tmp_path / "out" / "cat" / "gae_2_a-dog.png").is_file()
+    from vitlens.commands.main import main
+
+    report = tmp_path / "report.html"
+    assert main(["report", "--model", str(folder), "--image", str(image), "--out", str(report), "--text", "a cat"]) == 0
+    from .report_helpers import embedded
+
+    targets = embedded(report.read_text())[0]["images"][0]["targets"]
+    assert [(t["kind"], t["label"]) for t in targets] == [("text", "a cat")]
 
 
 @pytest.mark.parametrize(

@@ -160,7 +160,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     paths = collect_image_paths(args.image)
     model = load_model(args.model)
-    path = build(model, paths, args.out, target=args.target, top_k=args.top_k)
+    references = [Path(p) for p in args.target_image]
+    path = build(model, paths, args.out, target=args.target, texts=args.text, references=references, top_k=args.top_k)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {len(paths)} image(s))")
     return 0
 
@@ -221,10 +222,20 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def _add_image_arguments(p: argparse.ArgumentParser) -> None:
-    """What ``explain`` and ``report`` share: the model, the images, the target class."""
+    """What ``explain`` and ``report`` share: the model, the images, the targets."""
     p.add_argument("--model", required=True, help="checkpoint folder or file (vitlens, timm, HF), or a preset name")
     p.add_argument("--image", required=True, nargs="+", action="extend", help="image files, folders or glob patterns")
     p.add_argument("--target", type=int, default=None, help="class to explain (default: the prediction)")
+    p.add_argument(
+        "--text", action="append", default=[], help="explain the similarity to this text (CLIP, SigLIP); repeatable"
+    )
+    p.add_argument(
+        "--target-image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="explain the similarity to this image's embedding; repeatable",
+    )
     p.add_argument("--top-k", type=int, default=5, help="how many predictions to list (default: 5)")
 
 
@@ -269,16 +280,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         action="append",
         help="cls, rollout, grad-rollout, gae, similarity; repeat or comma-separate (default: all that apply)",
-    )
-    p.add_argument(
-        "--text", action="append", default=[], help="explain the similarity to this text (CLIP, SigLIP); repeatable"
-    )
-    p.add_argument(
-        "--target-image",
-        action="append",
-        default=[],
-        metavar="IMAGE",
-        help="explain the similarity to this image's embedding; repeatable",
     )
     p.add_argument(
         "--region",

@@ -69,14 +69,14 @@ VIEWS = {
         "GAE",
         "none",
         False,
-        "Chefer et al.'s gradient-weighted relevance for the highlighted class (all layers).",
+        "Chefer et al.'s gradient-weighted relevance for the chosen target (all layers).",
     ),
     "grad-rollout": View(
         "grad-rollout",
         "gradient rollout",
         "none",
         False,
-        "Rollout with heads weighted by the gradient of the highlighted class (all layers).",
+        "Rollout with heads weighted by the gradient of the chosen target (all layers).",
     ),
 }
 GRADIENT_VIEWS = ("gae", "grad-rollout")
@@ -159,16 +159,45 @@ def rollout_rows(attentions: Sequence[Tensor], layout: TokenLayout) -> Tensor:
     return torch.stack([product[0][:, layout.patch_slice] for product in products])
 
 
-def gradient_maps(model: VisionTransformer, image: Tensor, target: int | None) -> dict[str, Any]:
-    """GAE and gradient-rollout maps of one image (1, C, H, W) for ``target`` (default: the prediction)."""
+def gradient_maps(model: VisionTransformer, image: Tensor, target: explain.Target) -> dict[str, Any]:
+    """GAE and gradient-rollout maps of one image (1, C, H, W) for ``target``, each scaled to a maximum of 1,
+    and the class a class target resolved to (``index``)."""
     maps, grads, classes = explain.attention_gradients(model, image, target)
     layout = model.token_layout(image)
-    index = int(classes[0])
-    out: dict[str, Any] = {"target": {"index": index, "label": class_name(model, index)}}
+    out: dict[str, Any] = {} if classes is None else {"index": int(classes[0])}
     for key, fold in (("gae", explain.gae_from), ("grad-rollout", explain.grad_rollout_from)):
         heat = fold(maps, grads, layout)[0].flatten()
         out[key] = _rounded(heat / heat.max().clamp_min(1e-12))
     return out
+
+
+def report_targets(
+    model: VisionTransformer,
+    target: int | None,
+    texts: Sequence[str],
+    references: Sequence[ImageInput],
+    top_targets: int,
+) -> list[tuple[explain.Target, dict[str, Any]]]:
+    """What the explorer's target selector offers, built before any work: a class (``target``, else the
+    top ``top_targets`` predictions of each image, as ``('top', k)``), each text, each reference image; a
+    backbone with none of them, the norm of its features."""
+    chosen: list[tuple[Any, dict[str, Any]]] = []
+    if model.config.num_classes:
+        if target is not None:
+            chosen.append((target, {"kind": "class", "index": target, "label": class_name(model, target)}))
+        elif not texts and not references:
+            k = min(top_targets, model.config.num_classes)
+            chosen += [(("top", j), {"kind": "class"}) for j in range(k)]
+    chosen += [(explain.text_target(model, t), {"kind": "text", "label": t}) for t in texts]
+    if references:
+        refs, names = prepare_images(model, references)
+        chosen += [
+            (explain.image_target(model, r, label=n), {"kind": "image", "label": n}) for r, n in zip(refs, names)
+        ]
+    if not chosen:
+        score = explain.norm_target(model)
+        chosen.append((score, {"kind": "features", "label": score.label}))
+    return chosen
 
 
 def _script_json(value: Any) -> str:
@@ -223,6 +252,9 @@ def render(
     *,
     names: Sequence[str] | None = None,
     target: int | None = None,
+    texts: Sequence[str] = (),
+    references: Sequence[ImageInput] = (),
+    top_targets: int = 3,
     top_k: int = 5,
     title: str = "vitlens attention explorer",
     gradients: bool = True,
@@ -230,7 +262,7 @@ def render(
     """Run ``model`` on ``images`` and build the explorer in memory (see :func:`build`)."""
     explain.check_target(target, model.config.num_classes)
     check_top_k(top_k)
-    gradients = gradients and model.config.num_classes > 0
+    targets = report_targets(model, target, texts, references, top_targets) if gradients else []
     batch, default_names = prepare_images(model, images)
     names = list(names) if names is not None else default_names
     if len(names) != len(batch):
@@ -252,12 +284,18 @@ def render(
             for layer, weights in enumerate(out.attentions):
                 chunks.append(_chunk(f"vl-a-{i}-{layer}", pack_rows(weights[0][..., layout.patch_slice])))
             chunks.append(_chunk(f"vl-r-{i}", pack_rows(rollout_rows(out.attentions, layout))))
-            if gradients:
-                record.update(gradient_maps(model, x, target))
+            record["targets"] = []
+            for chosen, described in targets:
+                if isinstance(chosen, tuple):  # the image's k-th prediction
+                    chosen = int(out.logits[0].topk(chosen[1] + 1).indices[-1])
+                maps = gradient_maps(model, x, chosen)
+                if "index" in maps:
+                    described = {**described, "index": maps["index"], "label": class_name(model, maps["index"])}
+                record["targets"].append({**described, **maps})
             check_finite(model, x, [out.logits, out.attentions], names[i])
             records.append(record)
     views = [VIEWS["attention"]] + ([VIEWS["cls"]] if layout.class_index is not None else []) + [VIEWS["rollout"]]
-    views += [VIEWS[v] for v in GRADIENT_VIEWS if gradients]
+    views += [VIEWS[v] for v in GRADIENT_VIEWS if targets]
     meta = {
         "model": {
             "depth": model.depth,
@@ -299,9 +337,11 @@ def build(
 ) -> Path:
     """Write the attention explorer for ``images`` to ``path`` (one self-contained HTML file); return the path.
 
-    ``images``: a model-ready tensor, PIL images or image paths. Options: ``names``, ``target``
-    (class for the gradient views; default the prediction), ``top_k``, ``title``, ``gradients``
-    (False skips the backward pass and the GAE / gradient-rollout views).
+    ``images``: a model-ready tensor, PIL images or image paths. Options: ``names``; the targets of
+    the gradient views, which the page's target selector switches between: ``target`` (a class;
+    default each image's ``top_targets`` predictions), ``texts`` (prompts, for CLIP and SigLIP),
+    ``references`` (images to compare with); ``top_k``, ``title``, ``gradients`` (False skips the
+    backward passes and the GAE / gradient-rollout views).
     """
     check_writable(path)
     return render(model, images, **options).save(path)

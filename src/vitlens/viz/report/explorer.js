@@ -52,7 +52,7 @@
   }
 
   const views = meta.views;
-  const state = { image: 0, view: views[0].id, layer: L - 1, head: 'mean', pinned: defaultQuery(), hover: null };
+  const state = { image: 0, view: views[0].id, layer: L - 1, head: 'mean', target: 0, pinned: defaultQuery(), hover: null };
   function defaultQuery() { return M.class_index !== null ? M.class_index : M.prefix; }
   function view() { return views.find((v) => v.id === state.view); }
   function query() {
@@ -65,7 +65,7 @@
 
   async function currentMap() {
     const img = meta.images[state.image], v = view(), q = query();
-    if (v.query === 'none') return Float32Array.from(img[v.id]);
+    if (v.query === 'none') return Float32Array.from(img.targets[state.target][v.id]);
     if (v.id === 'rollout') return row(await chunk('vl-r-' + state.image, L * N), state.layer * N + q);
     return headMap(await chunk('vl-a-' + state.image + '-' + state.layer, H * N), state.head, q);
   }
@@ -106,10 +106,11 @@
     const where = v.query === 'none' ? '' : 'query: ' + describeQuery(q) + ' · ';
     const layer = v.query === 'none' ? '' : 'layer ' + state.layer + ' · ';
     const head = v.heads ? (typeof state.head === 'number' ? 'head ' + state.head : state.head + ' of heads') : '';
-    const target = v.query === 'none' ? v.label + ' for ' + meta.images[state.image].target.label : '';
+    const target = v.query === 'none' ? v.label + ' for ' + currentTarget().label : '';
     $('vl-status').textContent = where + layer + head + target;
     $('vl-layer-row').classList.toggle('disabled', v.query === 'none');
     $('vl-head-row').classList.toggle('disabled', !v.heads);
+    $('vl-target-row').classList.toggle('disabled', v.query !== 'none');
     $('vl-help').textContent = v.help;
     await renderHeads(mine);
     if (mine !== ticket) return;
@@ -165,7 +166,18 @@
     svg.replaceChildren(...parts);
   }
 
+  function currentTarget() { return meta.images[state.image].targets[state.target]; }
+
+  function renderTargets() { // each image has its own: its top classes, then every text and reference
+    const targets = meta.images[state.image].targets;
+    state.target = Math.min(state.target, Math.max(0, targets.length - 1));
+    $('vl-target').replaceChildren(...targets.map((t, j) => new Option((t.kind === 'class' ? '' : t.kind + ': ') + t.label, String(j))));
+    $('vl-target').value = String(state.target);
+    $('vl-target-row').style.display = targets.length ? '' : 'none';
+  }
+
   function renderImage() {
+    renderTargets();
     const img = meta.images[state.image], photo = new Image();
     photo.onload = () => {
       const cv = $('vl-photo'); cv.width = photo.width; cv.height = photo.height;
@@ -176,7 +188,8 @@
     top.replaceChildren(...img.top.map((t) => {
       const li = document.createElement('li');
       li.textContent = t.label + ' ' + (t.prob >= 0.01 ? t.prob.toFixed(2) : t.prob.toPrecision(2)); // 0.83, 0.0012
-      li.classList.toggle('target', img.target !== undefined && t.index === img.target.index);
+      const on = currentTarget();
+      li.classList.toggle('target', on !== undefined && on.kind === 'class' && t.index === on.index);
       return li;
     }));
   }
@@ -209,6 +222,7 @@
       return label;
     }));
     $('vl-image').addEventListener('change', (e) => { state.image = Number(e.target.value); renderImage(); update(); });
+    $('vl-target').addEventListener('change', (e) => { state.target = Number(e.target.value); renderImage(); update(); });
     $('vl-layer').addEventListener('input', (e) => { state.layer = Number(e.target.value); update(); });
     $('vl-head').addEventListener('change', (e) => {
       const v = e.target.value; state.head = v === 'mean' || v === 'max' ? v : Number(v); update();
