@@ -37,6 +37,7 @@ bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/run.py --system-allocator --cases tiny224,small224 --modes plain,maps_all \
 		--peers timm,hf --stem speed_system_allocator
+	$(PY) benchmarks/high_resolution.py
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .

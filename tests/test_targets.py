@@ -315,3 +315,16 @@ def test_high_norm_tokens_flag_the_patches_whose_norm_stands_out():
     assert found.high[1, :, 1, 2].all() and found.high[1].sum() == 3  # that patch, at every layer
     with pytest.raises(ValueError, match="ratio must be above 1"):
         explain.high_norm_tokens(model, x, ratio=0.5)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("rule", ["gae", "grad_rollout"])
+def test_bounded_memory_explanations_equal_todays(layout, rule):
+    model = tiny(**LAYOUTS[layout], rope="axial") if layout == "registers" else tiny(**LAYOUTS[layout])
+    x = torch.randn(3, 3, 16, 16)
+    method = explain.gae if rule == "gae" else explain.grad_rollout
+    targets = [None, explain.norm_target(model)] if model.config.num_classes else [explain.norm_target(model)]
+    for target in targets:
+        torch.testing.assert_close(
+            method(model, x, target, bounded=True), method(model, x, target), atol=1e-5, rtol=1e-5
+        )

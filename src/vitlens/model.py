@@ -19,6 +19,7 @@ from .config import ViTConfig
 from .layers import AttentionPool, Block, PatchEmbed, make_norm, resample_pos_embed, rope_sin_cos, sincos_2d
 
 AttentionRequest = Union[bool, int, Sequence[int]]
+QueryRequest = Union[str, int, Sequence[int], Tensor]  # "all" | "cls" | "prefix" | token indices
 
 
 @dataclass
@@ -206,20 +207,27 @@ class VisionTransformer(nn.Module):
         patches = resample_pos_embed(pos[:, n:], c.grid_size, grid, c.pos_embed_interp)
         return torch.cat([pos[:, :n], patches], dim=1) if n else patches
 
-    def iter_blocks(self, images: Tensor, return_attention: AttentionRequest = False) -> Iterator[BlockOutput]:
+    def iter_blocks(
+        self, images: Tensor, return_attention: AttentionRequest = False, queries: QueryRequest = "all"
+    ) -> Iterator[BlockOutput]:
         """Run the transformer one block at a time: what each block hands on, and its maps if asked.
 
         This is the model's forward up to the final norm, exposed as a loop, so that code which
         needs to act between layers (streamed rollout, per-layer probes) never re-writes it.
-        ``return_attention`` takes the same values as in :meth:`forward`. A step's ``attention``
-        is released when the next block runs (keep the tensor itself to hold on to it), so a
-        consumer that folds each layer's maps as they come holds one layer's at a time.
+        ``return_attention`` and ``queries`` take the same values as in :meth:`forward`. A step's
+        ``attention`` is released when the next block runs (keep the tensor itself to hold on to
+        it), so a consumer that folds each layer's maps as they come holds one layer's at a time.
         """
         keep = self.layers_requested(return_attention) or (False,) * self.depth
+        layout = self.token_layout(images)
+        rows = self.query_indices(queries, layout)
+        if rows is not None and rows.numel() == 0:
+            keep = (False,) * self.depth  # no such query token in this model: no rows to give
+        rows = None if rows is None else rows.to(images.device)
         x = self.embed(images)
-        rope = self._rope_for(self.token_layout(images).grid)
+        rope = self._rope_for(layout.grid)
         for i, block in enumerate(self.blocks):
-            x, weights = block(x, need_weights=keep[i], rope=rope)
+            x, weights = block(x, need_weights=keep[i], rope=rope, queries=rows)
             step = BlockOutput(i, x, weights)
             del weights
             yield step
@@ -279,24 +287,47 @@ class VisionTransformer(nn.Module):
         pooled = self.head_drop(self.fc_norm(pooled))
         return (pooled if pre_logits else self.head(pooled)), weights, pooled
 
-    def forward(self, images: Tensor, return_attention: AttentionRequest = False) -> Tensor | ViTOutput:
+    def forward(
+        self, images: Tensor, return_attention: AttentionRequest = False, queries: QueryRequest = "all"
+    ) -> Tensor | ViTOutput:
         """Logits (B, classes); with ``return_attention`` a :class:`ViTOutput` with the maps.
 
         ``return_attention``: ``False`` (fused attention, nothing stored), ``True`` (every
         layer), or layer indices such as ``[-1]`` or ``[0, 5]`` (negative counts from the end):
         only those layers compute and keep maps; ``attentions`` has ``None`` elsewhere. An
         attention pool's maps come with any request (``pool_attention``).
+
+        ``queries``: which rows of those maps, (B, H, Q, N): ``"all"`` (every token's, Q = N),
+        ``"cls"`` (the class token's), ``"prefix"`` (class, distillation and register tokens) or
+        token indices. With rows chosen, the layer's output still comes from the fused kernel and
+        only softmax(q_rows kᵀ · scale) is formed: O(Q·N) memory instead of O(N²). A model without
+        such tokens (``"cls"`` on SigLIP, whose readout is its pool: ``pool_attention``) returns
+        ``None`` for every layer.
         """
         x, maps = None, []
-        for step in self.iter_blocks(images, return_attention):
+        for step in self.iter_blocks(images, return_attention, queries):
             x = step.tokens
             maps.append(step.attention)
-        tokens = self.norm(x)
         wants_maps = self.layers_requested(return_attention) is not None
-        logits, pool_weights, pooled = self._head(tokens, need_weights=wants_maps)
+        out = self.readout(x, need_weights=wants_maps)
         if not wants_maps:
-            return logits
-        return ViTOutput(logits, tuple(maps), tokens, pool_attention=pool_weights, pooled=pooled)
+            return out.logits
+        out.attentions = tuple(maps)
+        return out
+
+    def readout(self, tokens: Tensor, need_weights: bool = False) -> ViTOutput:
+        """The final norm and the head on the last block's output: a :class:`ViTOutput` without layer
+        maps (``attentions`` empty); the attention pool's with ``need_weights``."""
+        tokens = self.norm(tokens)
+        logits, pool_weights, pooled = self._head(tokens, need_weights=need_weights)
+        return ViTOutput(logits, (), tokens, pool_attention=pool_weights, pooled=pooled)
+
+    def run_block(
+        self, index: int, tokens: Tensor, grid: tuple[int, int], need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Block ``index`` on its input ``tokens`` for a ``grid`` of patches, as :meth:`iter_blocks` runs it:
+        for code that recomputes one layer (bounded-memory explanations)."""
+        return self.blocks[index](tokens, need_weights=need_weights, rope=self._rope_for(grid))
 
     def forward_intermediates(
         self,
@@ -353,6 +384,24 @@ class VisionTransformer(nn.Module):
         if not taken:
             raise ValueError("indices is empty: name at least one block")
         return taken
+
+    def query_indices(self, queries: QueryRequest, layout: TokenLayout) -> Tensor | None:
+        """``queries`` of :meth:`forward` as token indices (None: every row); ``ValueError`` for a bad one."""
+        if isinstance(queries, str):
+            if queries == "all":
+                return None
+            if queries == "cls":
+                return torch.tensor([] if layout.class_index is None else [layout.class_index], dtype=torch.long)
+            if queries == "prefix":
+                return torch.arange(layout.num_prefix_tokens)
+            raise ValueError(f"queries takes 'all', 'cls', 'prefix' or token indices; got {queries!r}")
+        indices = torch.as_tensor(queries).long().flatten() if not isinstance(queries, int) else torch.tensor([queries])
+        if isinstance(queries, Tensor) and (queries.is_floating_point() or queries.dtype == torch.bool):
+            raise ValueError(f"queries must be token indices (integers), got a {queries.dtype} tensor")
+        n = layout.num_tokens
+        if indices.numel() == 0 or not bool(((indices >= 0) & (indices < n)).all()):
+            raise ValueError(f"query token indices must lie in 0..{n - 1} for this input; got {indices.tolist()}")
+        return indices
 
     def layers_requested(self, request: AttentionRequest) -> tuple[bool, ...] | None:
         """Turn a ``return_attention`` argument into one flag per layer (None: no maps)."""

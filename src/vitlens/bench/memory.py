@@ -20,7 +20,25 @@ import torch
 from ..allocator import is_tuned, tune_cpu_allocator
 from .cases import BenchCase
 
-EXPLAIN_MODES = ("rollout", "rollout_stream")
+
+def _explanations() -> dict[str, Callable[[Any, torch.Tensor], Any]]:
+    """vitlens-only modes: the maps and explanations whose memory the high-resolution rows compare."""
+    from .. import explain
+
+    def target(model):
+        return None if model.config.num_classes else explain.norm_target(model)
+
+    return {
+        "cls_rows": lambda model, x: model(x, return_attention=[-1], queries="cls"),
+        "rollout": lambda model, x: explain.rollout(model, x),
+        "rollout_stream": lambda model, x: explain.rollout(model, x, streaming=True),
+        "gae": lambda model, x: explain.gae(model, x, target(model)),
+        "gae_bounded": lambda model, x: explain.gae(model, x, target(model), bounded=True),
+    }
+
+
+EXPLAIN_MODES = ("cls_rows", "rollout", "rollout_stream", "gae", "gae_bounded")
+GRADIENT_MODES = ("gae", "gae_bounded")  # they run their own backward: measured outside inference mode
 
 
 def _status(field: str) -> int:
@@ -41,9 +59,8 @@ def _reset_high_water_mark() -> None:
 def forward_function(case: BenchCase, peer: str, mode: str, model) -> Callable[[torch.Tensor], Any]:
     """The call to measure: a contender's plain or maps forward, or a vitlens rollout."""
     if mode in EXPLAIN_MODES:
-        from ..explain import rollout
-
-        return lambda x: rollout(model, x, streaming=mode == "rollout_stream")
+        explanation = _explanations()[mode]
+        return lambda x: explanation(model, x)
     from .contenders import build_contenders
 
     contenders, _ = build_contenders(model, [peer] if peer != "vitlens" else [], timm_name=case.model)
@@ -67,7 +84,7 @@ def probe(spec: dict[str, Any]) -> dict[str, int]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    with torch.inference_mode():
+    with torch.inference_mode(spec["mode"] not in GRADIENT_MODES):
         fn(x)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)

@@ -24,7 +24,7 @@ from .. import explain
 from ..model import VisionTransformer
 from .cases import BenchCase
 from .contenders import PEERS, Contender, build_contenders, check_same_outputs
-from .memory import EXPLAIN_MODES, measure_memory
+from .memory import measure_memory
 from .modes import mode_functions
 from .timing import interleaved_times, machine_info, matmul_peak_gflops, native_bf16, summarize
 
@@ -106,7 +106,7 @@ def _memory_rows(case: BenchCase, contenders: Sequence[Contender], device: str, 
         for mode in ("plain", "maps_last", "maps_all")
         if mode == "plain" or (getattr(c, mode) is not None and not (c.name == "hf" and mode == "maps_last"))
     ]
-    jobs += [("vitlens", mode) for mode in EXPLAIN_MODES]
+    jobs += [("vitlens", mode) for mode in ("cls_rows", "rollout", "rollout_stream")]
     for name, mode in jobs:
         row = rows[f"{name} {mode}"] = measure_memory(case, name, mode, device)
         log(

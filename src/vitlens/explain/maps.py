@@ -85,15 +85,22 @@ def cls_attention(model: nn.Module, images: Tensor, layer: int | None = None, th
     ``layer=None``: the query the head reads out — the class token in the last layer, or, for a
     model with an attention pool, the pool's own query (SigLIP). An index: the class row of that
     layer (the mean of the patch rows without a class token). Only that layer computes explicit
-    attention; the rest of the forward uses the fused kernel. ``threshold``: see
+    attention, and only the class token's row of it (``queries="cls"``); the rest of the forward
+    uses the fused kernel. ``threshold``: see
     :func:`cls_attention_from`.
     """
     layout = model.token_layout(images)
+    pool = layer is None and layout.readout == "pool"
+    rows = layout.class_index is not None and not pool  # the class row alone: O(N) memory, not O(N²)
     with eval_mode(model), torch.no_grad():
-        out = model(images, return_attention=[-1 if layer is None else layer])
-    if layer is None and out.pool_attention is not None:
+        out = model(images, return_attention=[-1 if layer is None else layer], queries="cls" if rows else "all")
+    if pool:
         return cls_attention_from(out.pool_attention, layout, threshold)
-    return cls_attention_from(out.attentions[-1 if layer is None else layer], layout, threshold)
+    attn = out.attentions[-1 if layer is None else layer]
+    if not rows:
+        return cls_attention_from(attn, layout, threshold)
+    maps = attn[:, :, 0, layout.patch_slice].float().reshape(*attn.shape[:2], *layout.grid)
+    return maps if threshold is None else dino_mask(maps, threshold)
 
 
 def upsample(heat: Tensor, image_size: int | Sequence[int], mode: str = "bilinear") -> Tensor:

@@ -129,25 +129,88 @@ def _streaming(model: nn.Module, images: Tensor, target, step: Step) -> Tensor:
     return patch_scores(fold.result(), layout)
 
 
-def gae(model: nn.Module, images: Tensor, target: Target = None, streaming: bool = False) -> Tensor:
+def _readout_row(layout: TokenLayout, batch: int, device: torch.device) -> Tensor:
+    """The (B, 1, N) row that reads a product out: the class token's, or the mean of the patch rows."""
+    row = torch.zeros(batch, 1, layout.num_tokens, device=device)
+    if layout.class_index is not None:
+        row[:, 0, layout.class_index] = 1.0
+    else:
+        row[:, 0, layout.patch_slice] = 1.0 / layout.num_patches
+    return row
+
+
+def _bounded(model: nn.Module, images: Tensor, target: Target, step: Step) -> Tensor:
+    """The same relevance with one layer's maps and gradients alive at a time (activation checkpointing).
+
+    The forward keeps only each block's input tokens; the backward then recomputes one block at a
+    time, from the last, with its maps in the graph, takes the gradient of the score with respect to
+    that layer's maps and its input, and folds the layer's factor into the readout's row (1 x N):
+    rollout's class row needs that row times each factor, never the N x N product. The target score
+    sees the model's output without layer maps (``attentions`` empty).
+    """
+    layout = model.token_layout(images)
+    grid = layout.grid
+    with eval_mode(model):
+        inputs = []
+        with torch.no_grad():
+            x = model.embed(images)
+            for i in range(len(model.blocks)):
+                inputs.append(x)
+                x, _ = model.run_block(i, x, grid)
+        with torch.enable_grad():
+            x = x.detach().requires_grad_()
+            out = model.readout(x, need_weights=layout.readout == "pool")
+            scores, _ = target_scores(out, target)
+            wanted = [x] + ([out.pool_attention] if layout.readout == "pool" else [])
+            grads = torch.autograd.grad(scores.sum(), wanted, allow_unused=True)
+            fold = ProductFold(backward=True)
+            if layout.readout == "pool":
+                pool_grad = torch.zeros_like(out.pool_attention) if grads[1] is None else grads[1]
+                fold.add(step(out.pool_attention.detach(), pool_grad))
+            else:
+                fold.add(_readout_row(layout, len(images), images.device))
+            grad = torch.zeros_like(x) if grads[0] is None else grads[0]
+            del out, scores, wanted, grads, x
+            for i in reversed(range(len(model.blocks))):
+                tokens = inputs.pop().requires_grad_()
+                y, attn = model.run_block(i, tokens, grid, need_weights=True)
+                attn_grad, grad = torch.autograd.grad(y, [attn, tokens], grad_outputs=grad, allow_unused=True)
+                attn_grad = torch.zeros_like(attn) if attn_grad is None else attn_grad
+                fold.add(step(attn.detach(), attn_grad))
+                grad = torch.zeros_like(tokens) if grad is None else grad
+                del y, attn, attn_grad, tokens
+    return patch_scores(fold.result(), layout)
+
+
+def gae(
+    model: nn.Module, images: Tensor, target: Target = None, streaming: bool = False, bounded: bool = False
+) -> Tensor:
     """Chefer, Gur & Wolf (ICCV 2021) relevance of ``target`` (default: predicted class): (B, gh, gw).
 
     ``target``: see :mod:`vitlens.explain.targets` (None, a class, one class per image, or a
-    callable score). ``streaming=True``
-    folds each layer during the backward instead of collecting all gradients (same numbers).
+    callable score). ``streaming=True`` folds each layer during the backward instead of
+    collecting all gradients (same numbers). ``bounded=True`` recomputes each block during the
+    backward, so that one layer's maps and gradients are alive at a time (same numbers; for high
+    resolutions; a callable target then sees no layer maps).
     """
+    if bounded:
+        return _bounded(model, images, target, gae_step)
     if streaming:
         return _streaming(model, images, target, gae_step)
     maps, grads, _ = attention_gradients(model, images, target)
     return gae_from(maps, grads, model.token_layout(images))
 
 
-def grad_rollout(model: nn.Module, images: Tensor, target: Target = None, streaming: bool = False) -> Tensor:
+def grad_rollout(
+    model: nn.Module, images: Tensor, target: Target = None, streaming: bool = False, bounded: bool = False
+) -> Tensor:
     """Gradient-weighted attention rollout for ``target`` (default: predicted class): (B, gh, gw).
 
     Each layer's heads are fused as the positive part of mean_h(∇A ⊙ A) with the layer's own
-    gradient. ``streaming`` as in :func:`gae`.
+    gradient. ``streaming`` and ``bounded`` as in :func:`gae`.
     """
+    if bounded:
+        return _bounded(model, images, target, grad_rollout_step)
     if streaming:
         return _streaming(model, images, target, grad_rollout_step)
     maps, grads, _ = attention_gradients(model, images, target)

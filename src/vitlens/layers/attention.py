@@ -88,8 +88,14 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(
-        self, x: Tensor, need_weights: bool = False, rope: tuple[Tensor, Tensor] | None = None
+        self,
+        x: Tensor,
+        need_weights: bool = False,
+        rope: tuple[Tensor, Tensor] | None = None,
+        queries: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
+        """The layer's output, and with ``need_weights`` its maps (B, H, N, N) — or, given ``queries``
+        (token indices), only those rows (B, H, Q, N), the output then coming from the fused kernel."""
         B, N, D = x.shape
         if self.q_bias is None:
             qkv = self.qkv(x)
@@ -111,7 +117,11 @@ class Attention(nn.Module):
         if self.rel_pos_grid is not None:
             table, index = self.relative_position_bias_table, self.relative_position_index
             bias = relative_position_bias(table, index, N, self.rel_pos_grid)
-        x, weights = attend(q, k, v, self.scale, need_weights, self.attn_drop, bias)
+        if need_weights and queries is not None:
+            x, _ = attend(q, k, v, self.scale, False, self.attn_drop, bias)
+            weights = query_rows(q[:, :, queries], k, self.scale, None if bias is None else bias[..., queries, :])
+        else:
+            x, weights = attend(q, k, v, self.scale, need_weights, self.attn_drop, bias)
         x = x.transpose(1, 2).reshape(B, N, self.split[0])  # concatenate the heads again
         return self.proj_drop(self.proj(self.norm(x))), weights
 
@@ -144,6 +154,14 @@ def attend(
         scores = scores + bias
     weights = scores.float().softmax(dim=-1).to(q.dtype)  # the map users want
     return attn_drop(weights) @ v, weights
+
+
+def query_rows(q: Tensor, k: Tensor, scale: float, bias: Tensor | None = None) -> Tensor:
+    """softmax(scale · q kᵀ + bias) for a few query rows (B, H, Q, d): the (B, H, Q, N) map rows alone."""
+    scores = (q * scale) @ k.transpose(-2, -1)
+    if bias is not None:
+        scores = scores + bias
+    return scores.float().softmax(dim=-1).to(q.dtype)
 
 
 def _can_fill_in_place(q: Tensor) -> bool:

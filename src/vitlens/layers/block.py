@@ -86,13 +86,17 @@ class Block(nn.Module):
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(
-        self, x: Tensor, need_weights: bool = False, rope: tuple[Tensor, Tensor] | None = None
+        self,
+        x: Tensor,
+        need_weights: bool = False,
+        rope: tuple[Tensor, Tensor] | None = None,
+        queries: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         if self.post_norm:
-            y, weights = self.attn(x, need_weights, rope)
+            y, weights = self.attn(x, need_weights, rope, queries)
             x = x + self.drop_path1(self.norm1(y))
             return x + self.drop_path2(self.norm2(self.mlp(x))), weights
-        y, weights = self.attn(self.norm1(x), need_weights, rope)
+        y, weights = self.attn(self.norm1(x), need_weights, rope, queries)
         x = x + self.drop_path1(self.ls1(y))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x, weights

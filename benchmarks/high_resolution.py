@@ -1,0 +1,100 @@
+"""High resolution: what the maps and explanations of DINOv2-S/14 at 1036 px cost, in memory and time.
+
+    .venv/bin/python benchmarks/high_resolution.py                  # ~10 min on 2 CPU cores
+    .venv/bin/python benchmarks/high_resolution.py --size 518 --repeats 2
+
+Each mode's peak memory is measured in a fresh process (``python -m vitlens.bench.memory``:
+the resident-set high-water mark of one call, minus what the process held before it); times are
+medians of interleaved calls in one process. Modes: plain inference, the class token's rows of the
+last layer (``queries="cls"``), the last layer's full maps, rollout (streamed), GAE and GAE with
+bounded memory (``bounded=True``). Targets: class rows <= 1.10x plain memory and >= 0.95x plain
+speed; bounded GAE <= 3x plain memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from vitlens import tune_cpu_allocator
+from vitlens.bench import BenchCase, machine_info
+from vitlens.bench.memory import _explanations, measure_memory
+
+MODES = ("plain", "cls_rows", "maps_last", "rollout_stream", "gae", "gae_bounded")
+RESULTS = Path(__file__).parent / "results"
+
+
+def call(model, mode: str, x: torch.Tensor):
+    if mode == "plain":
+        return model(x)
+    if mode == "maps_last":
+        return model(x, return_attention=[-1])
+    return _explanations()[mode](model, x)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1036)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--stem", default="high_resolution")
+    args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    tune_cpu_allocator()
+    case = BenchCase(f"dinov2_s14_{args.size}", "vit_small_patch14_dinov2", 1, args.size, ("plain",))
+    memory = {}
+    for mode in modes:
+        memory[mode] = measure_memory(case, "vitlens", "maps_last" if mode == "maps_last" else mode)
+        print(f"memory {mode:15s} {memory[mode]['forward_bytes'] / 2**20:9.1f} MiB", flush=True)
+    torch.manual_seed(0)
+    model = case.build().eval()
+    x = torch.randn(1, 3, args.size, args.size)
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(args.repeats):
+        for mode in modes:
+            with torch.inference_mode(mode not in ("gae", "gae_bounded")):
+                start = time.perf_counter()
+                call(model, mode, x)
+                times[mode].append(time.perf_counter() - start)
+        print("round:", {m: round(t[-1], 2) for m, t in times.items()}, flush=True)
+    plain_mem, plain_time = memory["plain"]["forward_bytes"], statistics.median(times["plain"])
+    rows = {
+        m: {
+            "forward_mib": memory[m]["forward_bytes"] / 2**20,
+            "peak_mib": memory[m]["peak_bytes"] / 2**20,
+            "memory_vs_plain": memory[m]["forward_bytes"] / plain_mem,
+            "seconds": statistics.median(times[m]),
+            "speed_vs_plain": plain_time / statistics.median(times[m]),
+        }
+        for m in modes
+    }
+    info = machine_info(torch.device("cpu"))
+    result = {"machine": info, "case": case.name, "repeats": args.repeats, "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.stem}.json").write_text(json.dumps(result, indent=1))
+    lines = [
+        f"# {case.name}: DINOv2-S/14 at {args.size}x{args.size}, batch 1",
+        "",
+        f"Machine: {info.get('cpu', '?')}, {info['threads']} threads, torch {info['torch']}; "
+        f"allocator tuned; {args.repeats} interleaved rounds (median). Memory: one call in a fresh process, "
+        "the high-water mark minus what the process held before the call.",
+        "",
+        "| mode | extra memory MiB | × plain | seconds | speed × plain |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for m, r in rows.items():
+        lines.append(
+            f"| {m} | {r['forward_mib']:.0f} | {r['memory_vs_plain']:.2f} | {r['seconds']:.2f} | "
+            f"{r['speed_vs_plain']:.2f} |"
+        )
+    (RESULTS / f"{args.stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Query-row maps: model(x, return_attention=..., queries=...) gives exactly the chosen rows of the full maps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vitlens
+from vitlens import explain
+
+
+def tiny(**kw):
+    cfg = dict(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=3, num_heads=4, num_classes=5)
+    model = vitlens.VisionTransformer(vitlens.ViTConfig(**{**cfg, **kw})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+MODELS = {
+    "class token": {},
+    "registers": dict(reg_tokens=2),
+    "distilled": dict(distilled=True),
+    "attention pool": dict(class_token=False, global_pool="map", num_classes=0),
+    "rotary": dict(rope="axial", pos_embed="none"),
+    "relative bias": dict(rel_pos_bias=True, pos_embed="none"),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("queries", ["cls", "prefix", [0, 5, 9], 7, torch.tensor([3, 1])])
+@pytest.mark.parametrize("grad", [False, True])
+def test_query_rows_equal_the_full_maps_rows(name, queries, grad):
+    model = tiny(**MODELS[name])
+    x = torch.randn(2, 3, 16, 16)
+    layout = model.token_layout(x)
+    index = model.query_indices(queries, layout)
+    with torch.set_grad_enabled(grad):
+        full = model(x, return_attention=True)
+        rows = model(x, return_attention=[0, -1], queries=queries)
+    torch.testing.assert_close(rows.logits, full.logits, atol=1e-5, rtol=0)
+    assert rows.attentions[1] is None
+    if index.numel() == 0:  # 'cls' or 'prefix' without such tokens: the pool's map is the readout
+        assert rows.attentions[0] is None and rows.attentions[2] is None and rows.pool_attention is not None
+        return
+    for layer in (0, 2):
+        assert rows.attentions[layer].shape == (2, 4, index.numel(), layout.num_tokens)
+        torch.testing.assert_close(rows.attentions[layer], full.attentions[layer][:, :, index], atol=1e-6, rtol=0)
+
+
+def test_bad_queries_are_named():
+    model = tiny()
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="queries takes 'all', 'cls', 'prefix' or token indices; got 'class'"):
+        model(x, return_attention=True, queries="class")
+    with pytest.raises(ValueError, match=r"query token indices must lie in 0..16 for this input; got \[17\]"):
+        model(x, return_attention=True, queries=[17])
+    with pytest.raises(ValueError, match="token indices \\(integers\\), got a torch.float32 tensor"):
+        model(x, return_attention=True, queries=torch.tensor([0.0]))
+
+
+def test_class_token_maps_and_dino_masks_come_from_the_class_row():
+    model = tiny(reg_tokens=1)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        full = model(x, return_attention=True)
+    layout = model.token_layout(x)
+    want = explain.cls_attention_from(full.attentions[-1], layout)
+    torch.testing.assert_close(explain.cls_attention(model, x), want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        explain.cls_attention(model, x, threshold=0.6), explain.cls_attention_from(full.attentions[-1], layout, 0.6)
+    )
