@@ -328,3 +328,15 @@ def test_bounded_memory_explanations_equal_todays(layout, rule):
         torch.testing.assert_close(
             method(model, x, target, bounded=True), method(model, x, target), atol=1e-5, rtol=1e-5
         )
+
+
+def test_bounded_explanations_recomputed_a_few_rows_at_a_time_are_the_same():
+    model = tiny(num_classes=5, rel_pos_bias=True, pos_embed="none")
+    x = torch.randn(2, 3, 16, 16)
+    for method in (explain.gae, explain.grad_rollout):
+        torch.testing.assert_close(method(model, x, bounded=3), method(model, x), atol=1e-5, rtol=1e-5)
+    pooled = tiny(**LAYOUTS["attention pool"], rope="axial", pos_embed="none")
+    target = explain.norm_target(pooled, region=(0, 0, 8, 8))
+    torch.testing.assert_close(
+        explain.gae(pooled, x, target, bounded=5), explain.gae(pooled, x, target), atol=1e-5, rtol=1e-5
+    )

@@ -323,11 +323,17 @@ class VisionTransformer(nn.Module):
         return ViTOutput(logits, (), tokens, pool_attention=pool_weights, pooled=pooled)
 
     def run_block(
-        self, index: int, tokens: Tensor, grid: tuple[int, int], need_weights: bool = False
+        self,
+        index: int,
+        tokens: Tensor,
+        grid: tuple[int, int],
+        need_weights: bool = False,
+        rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Block ``index`` on its input ``tokens`` for a ``grid`` of patches, as :meth:`iter_blocks` runs it:
-        for code that recomputes one layer (bounded-memory explanations)."""
-        return self.blocks[index](tokens, need_weights=need_weights, rope=self._rope_for(grid))
+        for code that recomputes one layer (bounded-memory explanations). ``rows``: the output (and map
+        rows) of those tokens only."""
+        return self.blocks[index](tokens, need_weights=need_weights, rope=self._rope_for(grid), rows=rows)
 
     def forward_intermediates(
         self,

@@ -29,24 +29,29 @@ from .fold import ProductFold, product
 from .maps import check_attention, patch_scores
 from .targets import Target, target_scores
 
-Step = Callable[[Tensor, Tensor], Tensor]
+Step = Callable[..., Tensor]  # (maps, their gradient[, rows]) -> the layer's factor
 
 
-def _plus_identity(fused: Tensor) -> Tensor:
-    """Add I for the residual path of a token-by-token factor; an attention pool's row (B, 1, N) has none."""
+def _plus_identity(fused: Tensor, rows: Tensor | None = None) -> Tensor:
+    """Add I for the residual path of a token-by-token factor (only its ``rows``, when the factor is those
+    rows of it); an attention pool's row (B, 1, N) has none."""
+    if rows is not None:
+        fused[:, torch.arange(len(rows), device=fused.device), rows] += 1.0
+        return fused
     if fused.shape[-2] != fused.shape[-1]:
         return fused
     return fused + torch.eye(fused.shape[-1], device=fused.device, dtype=fused.dtype)
 
 
-def gae_step(attn: Tensor, grad: Tensor) -> Tensor:
-    """Chefer's layer factor I + mean_h (∇A ⊙ A)⁺: (B, H, N, N) twice -> (B, N, N) (pool: (B, 1, N), no I)."""
-    return _plus_identity((grad.float() * attn.float()).clamp_min(0).mean(dim=1))
+def gae_step(attn: Tensor, grad: Tensor, rows: Tensor | None = None) -> Tensor:
+    """Chefer's layer factor I + mean_h (∇A ⊙ A)⁺: (B, H, N, N) twice -> (B, N, N) (pool: (B, 1, N), no I).
+    ``rows``: the maps are those query rows of the layer's; the factor's same rows come back."""
+    return _plus_identity((grad.float() * attn.float()).clamp_min(0).mean(dim=1), rows)
 
 
-def grad_rollout_step(attn: Tensor, grad: Tensor) -> Tensor:
+def grad_rollout_step(attn: Tensor, grad: Tensor, rows: Tensor | None = None) -> Tensor:
     """Gradient rollout's layer factor: (mean_h ∇A ⊙ A)⁺ + I, each row renormalized to sum to 1."""
-    step = _plus_identity((grad.float() * attn.float()).mean(dim=1).clamp_min(0))
+    step = _plus_identity((grad.float() * attn.float()).mean(dim=1).clamp_min(0), rows)
     return step / step.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
@@ -139,17 +144,22 @@ def _readout_row(layout: TokenLayout, batch: int, device: torch.device) -> Tenso
     return row
 
 
-def _bounded(model: nn.Module, images: Tensor, target: Target, step: Step) -> Tensor:
-    """The same relevance with one layer's maps and gradients alive at a time (activation checkpointing).
+CHUNK_BYTES = 64 * 2**20  # bounded explanations recompute a layer in chunks of query rows of about this many maps
 
-    The forward keeps only each block's input tokens; the backward then recomputes one block at a
-    time, from the last, with its maps in the graph, takes the gradient of the score with respect to
-    that layer's maps and its input, and folds the layer's factor into the readout's row (1 x N):
-    rollout's class row needs that row times each factor, never the N x N product. The target score
-    sees the model's output without layer maps (``attentions`` empty).
+
+def _bounded(model: nn.Module, images: Tensor, target: Target, step: Step, chunk: int | None = None) -> Tensor:
+    """The same relevance in bounded memory: activation checkpointing, and a row instead of a product.
+
+    The forward keeps only each block's input tokens. The backward then recomputes one block at a
+    time, from the last, ``chunk`` query rows at a time (by default as many as make about
+    ``CHUNK_BYTES`` of maps), with those rows' maps in the graph: the gradient of the score with
+    respect to them and to the block's input gives the rows of the layer's factor, and the readout's
+    row (1 x N) is multiplied by them at once. Rollout's readout row needs that row times each
+    factor, never the N x N product. The target score sees the output without layer maps.
     """
     layout = model.token_layout(images)
-    grid = layout.grid
+    grid, n = layout.grid, layout.num_tokens
+    size = chunk or max(1, CHUNK_BYTES // (4 * len(images) * model.config.num_heads * n))
     with eval_mode(model):
         inputs = []
         with torch.no_grad():
@@ -162,39 +172,48 @@ def _bounded(model: nn.Module, images: Tensor, target: Target, step: Step) -> Te
             out = model.readout(x, need_weights=layout.readout == "pool")
             scores, _ = target_scores(out, target)
             wanted = [x] + ([out.pool_attention] if layout.readout == "pool" else [])
-            grads = torch.autograd.grad(scores.sum(), wanted, allow_unused=True)
-            fold = ProductFold(backward=True)
+            grads = [
+                g if g is not None else torch.zeros_like(w)
+                for g, w in zip(torch.autograd.grad(scores.sum(), wanted, allow_unused=True), wanted)
+            ]
             if layout.readout == "pool":
-                pool_grad = torch.zeros_like(out.pool_attention) if grads[1] is None else grads[1]
-                fold.add(step(out.pool_attention.detach(), pool_grad))
+                row = step(out.pool_attention.detach(), grads[1])
             else:
-                fold.add(_readout_row(layout, len(images), images.device))
-            grad = torch.zeros_like(x) if grads[0] is None else grads[0]
+                row = _readout_row(layout, len(images), images.device)
+            grad = grads[0]
             del out, scores, wanted, grads, x
             for i in reversed(range(len(model.blocks))):
                 tokens = inputs.pop().requires_grad_()
-                y, attn = model.run_block(i, tokens, grid, need_weights=True)
-                attn_grad, grad = torch.autograd.grad(y, [attn, tokens], grad_outputs=grad, allow_unused=True)
-                attn_grad = torch.zeros_like(attn) if attn_grad is None else attn_grad
-                fold.add(step(attn.detach(), attn_grad))
-                grad = torch.zeros_like(tokens) if grad is None else grad
-                del y, attn, attn_grad, tokens
-    return patch_scores(fold.result(), layout)
+                next_row, next_grad = torch.zeros_like(row), torch.zeros_like(tokens)
+                for start in range(0, n, size):
+                    rows = torch.arange(start, min(n, start + size), device=tokens.device)
+                    y, attn = model.run_block(i, tokens, grid, need_weights=True, rows=rows)
+                    attn_grad, token_grad = torch.autograd.grad(
+                        y, [attn, tokens], grad_outputs=grad[:, rows], allow_unused=True
+                    )
+                    attn_grad = torch.zeros_like(attn) if attn_grad is None else attn_grad
+                    next_row += row[:, :, rows] @ step(attn.detach(), attn_grad, rows)
+                    if token_grad is not None:
+                        next_grad += token_grad
+                    del y, attn, attn_grad, token_grad
+                row, grad = next_row, next_grad
+    return patch_scores(row, layout)
 
 
 def gae(
-    model: nn.Module, images: Tensor, target: Target = None, streaming: bool = False, bounded: bool = False
+    model: nn.Module, images: Tensor, target: Target = None, streaming: bool = False, bounded: bool | int = False
 ) -> Tensor:
     """Chefer, Gur & Wolf (ICCV 2021) relevance of ``target`` (default: predicted class): (B, gh, gw).
 
     ``target``: see :mod:`vitlens.explain.targets` (None, a class, one class per image, or a
     callable score). ``streaming=True`` folds each layer during the backward instead of
     collecting all gradients (same numbers). ``bounded=True`` recomputes each block during the
-    backward, so that one layer's maps and gradients are alive at a time (same numbers; for high
-    resolutions; a callable target then sees no layer maps).
+    backward, a few query rows at a time (an int: how many), so that only those rows of one
+    layer's maps and gradients are alive (same numbers; for high resolutions; a callable target
+    then sees no layer maps).
     """
     if bounded:
-        return _bounded(model, images, target, gae_step)
+        return _bounded(model, images, target, gae_step, None if bounded is True else int(bounded))
     if streaming:
         return _streaming(model, images, target, gae_step)
     maps, grads, _ = attention_gradients(model, images, target)
@@ -202,7 +221,7 @@ def gae(
 
 
 def grad_rollout(
-    model: nn.Module, images: Tensor, target: Target = None, streaming: bool = False, bounded: bool = False
+    model: nn.Module, images: Tensor, target: Target = None, streaming: bool = False, bounded: bool | int = False
 ) -> Tensor:
     """Gradient-weighted attention rollout for ``target`` (default: predicted class): (B, gh, gw).
 
@@ -210,7 +229,7 @@ def grad_rollout(
     gradient. ``streaming`` and ``bounded`` as in :func:`gae`.
     """
     if bounded:
-        return _bounded(model, images, target, grad_rollout_step)
+        return _bounded(model, images, target, grad_rollout_step, None if bounded is True else int(bounded))
     if streaming:
         return _streaming(model, images, target, grad_rollout_step)
     maps, grads, _ = attention_gradients(model, images, target)

@@ -93,9 +93,15 @@ class Attention(nn.Module):
         need_weights: bool = False,
         rope: tuple[Tensor, Tensor] | None = None,
         queries: Tensor | None = None,
+        rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """The layer's output, and with ``need_weights`` its maps (B, H, N, N) — or, given ``queries``
-        (token indices), only those rows (B, H, Q, N), the output then coming from the fused kernel."""
+        (token indices), only those rows (B, H, Q, N), the output then coming from the fused kernel.
+
+        ``rows`` (token indices): the output of those tokens only (B, R, D), and their map rows; keys
+        and values still come from every token. A layer recomputed a few rows at a time holds
+        O(R·N) of maps (bounded-memory explanations).
+        """
         B, N, D = x.shape
         if self.q_bias is None:
             qkv = self.qkv(x)
@@ -117,12 +123,14 @@ class Attention(nn.Module):
         if self.rel_pos_grid is not None:
             table, index = self.relative_position_bias_table, self.relative_position_index
             bias = relative_position_bias(table, index, N, self.rel_pos_grid)
+        if rows is not None:
+            q, bias = q[:, :, rows], None if bias is None else bias[..., rows, :]
         if need_weights and queries is not None:
             x, _ = attend(q, k, v, self.scale, False, self.attn_drop, bias)
             weights = query_rows(q[:, :, queries], k, self.scale, None if bias is None else bias[..., queries, :])
         else:
             x, weights = attend(q, k, v, self.scale, need_weights, self.attn_drop, bias)
-        x = x.transpose(1, 2).reshape(B, N, self.split[0])  # concatenate the heads again
+        x = x.transpose(1, 2).reshape(B, q.shape[2], self.split[0])  # concatenate the heads again
         return self.proj_drop(self.proj(self.norm(x))), weights
 
 

@@ -91,12 +91,16 @@ class Block(nn.Module):
         need_weights: bool = False,
         rope: tuple[Tensor, Tensor] | None = None,
         queries: Tensor | None = None,
+        rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
+        """The block's output (B, N, D) and maps as :class:`Attention` gives them; with ``rows`` (token
+        indices) the output of those tokens only, (B, R, D): every token is token-wise after attention."""
+        residual = x if rows is None else x[:, rows]
         if self.post_norm:
-            y, weights = self.attn(x, need_weights, rope, queries)
-            x = x + self.drop_path1(self.norm1(y))
+            y, weights = self.attn(x, need_weights, rope, queries, rows)
+            x = residual + self.drop_path1(self.norm1(y))
             return x + self.drop_path2(self.norm2(self.mlp(x))), weights
-        y, weights = self.attn(self.norm1(x), need_weights, rope, queries)
-        x = x + self.drop_path1(self.ls1(y))
+        y, weights = self.attn(self.norm1(x), need_weights, rope, queries, rows)
+        x = residual + self.drop_path1(self.ls1(y))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x, weights
