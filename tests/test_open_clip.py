@@ -199,17 +199,21 @@ def _open_clip_folder(folder, name: str, preprocess: dict) -> torch.nn.Module:
     return model
 
 
-def test_hub_repositories_of_open_clip_load_offline(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("repo", "name"),
+    [("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "ViT-B-32"), ("timm/ViT-B-16-SigLIP", "ViT-B-16-SigLIP")],
+)
+def test_hub_repositories_of_open_clip_load_offline(tmp_path, monkeypatch, repo, name):
     pytest.importorskip("huggingface_hub")
     from .hub_helpers import put_in_cache
 
     preprocess = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic", resize_mode="squash")
-    made = _open_clip_folder(tmp_path / "staging", "ViT-B-32", preprocess)
+    made = _open_clip_folder(tmp_path / "staging", name, preprocess)
     assert (tmp_path / "staging" / "open_clip_config.json").is_file()
-    put_in_cache(tmp_path / "hub", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", tmp_path / "staging", "d" * 40)
+    put_in_cache(tmp_path / "hub", repo, tmp_path / "staging", "d" * 40)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for source in ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", tmp_path / "staging"):
+    for source in (f"hf-hub:{repo}", tmp_path / "staging"):
         ours = vitlens.load(source)
         c = ours.config
         assert (c.crop_mode, c.image_mean, c.interpolation) == ("squash", (0.5, 0.5, 0.5), "bicubic")

@@ -92,7 +92,8 @@ def is_hub_name(name: Any) -> bool:
 def parse_name(name: str) -> HubName:
     """Split ``hf-hub:ORG/NAME[@revision]`` or ``timm/NAME[.TAG][@revision]`` into repository and revision.
 
-    A ``timm/`` name without a tag gets timm's default tag for that preset.
+    A ``timm/`` name without a tag gets timm's default tag for that preset; after ``hf-hub:`` a
+    repository is taken as it is spelled (``hf-hub:timm/ViT-B-16-SigLIP``, an OpenCLIP repository).
     """
     text = name[len(HF_PREFIX) :] if name.startswith(HF_PREFIX) else name
     repo_id, at, revision = text.partition("@")
@@ -101,7 +102,7 @@ def parse_name(name: str) -> HubName:
             f"cannot read model name {name!r}: expected 'hf-hub:ORG/NAME', 'hf-hub:ORG/NAME@REVISION' "
             "or 'timm/NAME.TAG' (e.g. 'hf-hub:google/vit-base-patch16-224', 'timm/vit_small_patch16_224.augreg_in1k')"
         )
-    if repo_id.startswith(TIMM_PREFIX) and "." not in repo_id:
+    if not name.startswith(HF_PREFIX) and repo_id.startswith(TIMM_PREFIX) and "." not in repo_id:
         repo_id = pretrained_repo(repo_id[len(TIMM_PREFIX) :])
     return HubName(repo_id, revision or None)
 
