@@ -6,9 +6,9 @@
 Each mode's peak memory is measured in a fresh process (``python -m vitlens.bench.memory``:
 the resident-set high-water mark of one call, minus what the process held before it); times are
 medians of interleaved calls in one process. Modes: plain inference, the class token's rows of the
-last layer (``queries="cls"``), the last layer's full maps, rollout (streamed), GAE and GAE with
-bounded memory (``bounded=True``). Targets: class rows <= 1.10x plain memory and >= 0.95x plain
-speed; bounded GAE <= 3x plain memory.
+last layer (``queries="cls"``), the last layer's full maps, rollout (streamed, and its readout row
+alone: ``rows=True``), GAE and GAE with bounded memory (``bounded=True``). Targets: class rows
+<= 1.10x plain memory and >= 0.95x plain speed; bounded GAE <= 3x plain memory.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from vitlens import tune_cpu_allocator
 from vitlens.bench import BenchCase, machine_info
 from vitlens.bench.memory import _explanations, measure_memory
 
-MODES = ("plain", "cls_rows", "maps_last", "rollout_stream", "gae", "gae_bounded")
+MODES = ("plain", "cls_rows", "maps_last", "rollout_stream", "rollout_rows", "gae", "gae_bounded")
 RESULTS = Path(__file__).parent / "results"
 
 

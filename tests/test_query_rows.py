@@ -71,3 +71,19 @@ def test_class_token_maps_and_dino_masks_come_from_the_class_row():
     torch.testing.assert_close(
         explain.cls_attention(model, x, threshold=0.6), explain.cls_attention_from(full.attentions[-1], layout, 0.6)
     )
+
+
+@pytest.mark.parametrize("name", ["class token", "registers", "attention pool", "rotary"])
+@pytest.mark.parametrize("fusion", ["mean", "max"])
+def test_rollout_of_the_readout_row_equals_rollout(name, fusion, monkeypatch):
+    from vitlens.explain import maps
+
+    monkeypatch.setattr(maps, "CHUNK_BYTES", 4 * 2 * 4 * 5)  # five rows at a time
+    model = tiny(**MODELS[name])
+    x = torch.randn(2, 3, 16, 16)
+    for start in (0, 1):
+        want = explain.rollout(model, x, head_fusion=fusion, start_layer=start)
+        got = explain.rollout(model, x, head_fusion=fusion, start_layer=start, rows=True)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="discard_ratio ranks a whole matrix"):
+        explain.rollout(model, x, discard_ratio=0.5, rows=True)

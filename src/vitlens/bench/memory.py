@@ -32,12 +32,13 @@ def _explanations() -> dict[str, Callable[[Any, torch.Tensor], Any]]:
         "cls_rows": lambda model, x: model(x, return_attention=[-1], queries="cls"),
         "rollout": lambda model, x: explain.rollout(model, x),
         "rollout_stream": lambda model, x: explain.rollout(model, x, streaming=True),
+        "rollout_rows": lambda model, x: explain.rollout(model, x, rows=True),
         "gae": lambda model, x: explain.gae(model, x, target(model)),
         "gae_bounded": lambda model, x: explain.gae(model, x, target(model), bounded=True),
     }
 
 
-EXPLAIN_MODES = ("cls_rows", "rollout", "rollout_stream", "gae", "gae_bounded")
+EXPLAIN_MODES = ("cls_rows", "rollout", "rollout_stream", "rollout_rows", "gae", "gae_bounded")
 GRADIENT_MODES = ("gae", "gae_bounded")  # they run their own backward: measured outside inference mode
 
 

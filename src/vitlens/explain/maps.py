@@ -31,6 +31,24 @@ def check_attention(attn: Tensor, layout: TokenLayout, name: str = "attention") 
         )
 
 
+CHUNK_BYTES = 64 * 2**20  # bounded explanations recompute a layer in chunks of query rows of about this many maps
+
+
+def row_chunk(batch: int, heads: int, tokens: int) -> int:
+    """How many query rows of a layer's maps make about ``CHUNK_BYTES``."""
+    return max(1, CHUNK_BYTES // (4 * batch * heads * tokens))
+
+
+def readout_row(layout: TokenLayout, batch: int, device: torch.device) -> Tensor:
+    """The (B, 1, N) row that reads a product out: the class token's, or the mean of the patch rows."""
+    row = torch.zeros(batch, 1, layout.num_tokens, device=device)
+    if layout.class_index is not None:
+        row[:, 0, layout.class_index] = 1.0
+    else:
+        row[:, 0, layout.patch_slice] = 1.0 / layout.num_patches
+    return row
+
+
 def patch_scores(matrix: Tensor, layout: TokenLayout) -> Tensor:
     """Read a query-by-token matrix (..., Nq, N) as a score per patch, shaped (..., gh, gw).
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..model import TokenLayout, eval_mode
 from .fold import ProductFold, product
-from .maps import check_attention, patch_scores
+from .maps import check_attention, patch_scores, readout_row, row_chunk
 from .targets import Target, target_scores
 
 Step = Callable[..., Tensor]  # (maps, their gradient[, rows]) -> the layer's factor
@@ -134,19 +134,6 @@ def _streaming(model: nn.Module, images: Tensor, target, step: Step) -> Tensor:
     return patch_scores(fold.result(), layout)
 
 
-def _readout_row(layout: TokenLayout, batch: int, device: torch.device) -> Tensor:
-    """The (B, 1, N) row that reads a product out: the class token's, or the mean of the patch rows."""
-    row = torch.zeros(batch, 1, layout.num_tokens, device=device)
-    if layout.class_index is not None:
-        row[:, 0, layout.class_index] = 1.0
-    else:
-        row[:, 0, layout.patch_slice] = 1.0 / layout.num_patches
-    return row
-
-
-CHUNK_BYTES = 64 * 2**20  # bounded explanations recompute a layer in chunks of query rows of about this many maps
-
-
 def _bounded(model: nn.Module, images: Tensor, target: Target, step: Step, chunk: int | None = None) -> Tensor:
     """The same relevance in bounded memory: activation checkpointing, and a row instead of a product.
 
@@ -159,7 +146,7 @@ def _bounded(model: nn.Module, images: Tensor, target: Target, step: Step, chunk
     """
     layout = model.token_layout(images)
     grid, n = layout.grid, layout.num_tokens
-    size = chunk or max(1, CHUNK_BYTES // (4 * len(images) * model.config.num_heads * n))
+    size = chunk or row_chunk(len(images), model.config.num_heads, n)
     with eval_mode(model):
         inputs = []
         with torch.no_grad():
@@ -179,7 +166,7 @@ def _bounded(model: nn.Module, images: Tensor, target: Target, step: Step, chunk
             if layout.readout == "pool":
                 row = step(out.pool_attention.detach(), grads[1])
             else:
-                row = _readout_row(layout, len(images), images.device)
+                row = readout_row(layout, len(images), images.device)
             grad = grads[0]
             del out, scores, wanted, grads, x
             for i in reversed(range(len(model.blocks))):

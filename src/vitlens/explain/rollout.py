@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..model import TokenLayout, eval_mode
 from .fold import ProductFold, product, running_products
-from .maps import check_attention, patch_scores
+from .maps import check_attention, patch_scores, readout_row, row_chunk
 
 HEAD_FUSIONS = ("mean", "max", "min")
 
@@ -142,6 +142,37 @@ def rollout_per_layer(
     return torch.stack([patch_scores(r, layout) for r in products], dim=1)
 
 
+def _rows_rollout(model: nn.Module, images: Tensor, head_fusion: str, start: int) -> Tensor:
+    """Rollout's readout row, folded from the last layer down: r ← r · Â_l, one chunk of Â_l's rows at a time.
+
+    The forward keeps each block's input; each layer is then recomputed a few query rows at a time
+    (their maps only), so neither the (B, N, N) product nor a layer's full maps is ever formed.
+    """
+    layout = model.token_layout(images)
+    grid, n = layout.grid, layout.num_tokens
+    size = row_chunk(len(images), model.config.num_heads, n)
+    inputs = []
+    x = model.embed(images)
+    for i in range(model.depth):
+        inputs.append(x)
+        x, _ = model.run_block(i, x, grid)
+    if layout.readout == "pool":
+        row = residual_step(model.pool_attention(model.norm(x)), head_fusion)
+    else:
+        row = readout_row(layout, len(images), images.device)
+    for i in reversed(range(start, model.depth)):
+        tokens, folded = inputs.pop(), torch.zeros_like(row)
+        for first in range(0, n, size):
+            rows = torch.arange(first, min(n, first + size), device=images.device)
+            _, attn = model.run_block(i, tokens, grid, need_weights=True, rows=rows)
+            step = fuse_heads(attn.float(), head_fusion)
+            step[:, torch.arange(len(rows), device=step.device), rows] += 1.0  # the residual path
+            folded += row[:, :, rows] @ (step / step.sum(dim=-1, keepdim=True).clamp_min(1e-12))
+            del attn, step
+        row = folded
+    return patch_scores(row, layout)
+
+
 def rollout(
     model: nn.Module,
     images: Tensor,
@@ -149,17 +180,27 @@ def rollout(
     discard_ratio: float = 0.0,
     start_layer: int = 0,
     streaming: bool = False,
+    rows: bool = False,
 ) -> Tensor:
     """Attention rollout of ``model`` on ``images``: (B, gh, gw) over the patch grid.
 
     Rows of every layer factor sum to 1, so the map of each image sums to 1 over all tokens
     (the part not on patches went to class/register tokens). Models without a class token:
     the mean of the patch rows is read (the head pools the mean of the patch tokens).
-    ``streaming=True`` keeps one layer's maps at a time (see the module docstring); the numbers
-    are the same.
+    ``streaming=True`` keeps one layer's maps at a time (see the module docstring); ``rows=True``
+    folds the readout's row alone from the last layer down, recomputing each layer a few query rows
+    at a time: no N x N product, a small multiple of plain memory, about twice plain time (mean,
+    max or min fusion; the discard filter ranks a whole matrix and is refused). The numbers are
+    the same.
     """
     layout = model.token_layout(images)
     with eval_mode(model), torch.no_grad():
+        if rows:
+            if discard_ratio:
+                raise ValueError("rollout(rows=True) folds rows, and discard_ratio ranks a whole matrix: use one")
+            if head_fusion not in HEAD_FUSIONS:
+                raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
+            return _rows_rollout(model, images, head_fusion, _check_start(start_layer, model.depth))
         if not streaming:
             out = model(images, return_attention=True)
             args = (head_fusion, discard_ratio, start_layer, out.pool_attention)
