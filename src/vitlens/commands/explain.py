@@ -34,8 +34,9 @@ from ..training import distributed
 from ..viz import plot
 from ..viz.readout import check_finite, check_top_k, class_name, display_image, top_predictions
 
-METHODS = ("cls", "rollout", "grad-rollout", "gae", "similarity")
-GRADIENT_METHODS = ("grad-rollout", "gae")
+DEFAULT_METHODS = ("cls", "rollout", "grad-rollout", "gae", "similarity")
+METHODS = (*DEFAULT_METHODS, "gradcam", "ig", "occlusion")  # the last three on request: 25-200 passes each
+GRADIENT_METHODS = ("grad-rollout", "gae", "gradcam", "ig", "occlusion")  # one map per target
 SUMMARY_NAME = "explain.json"
 OVERLAY_PIXELS = 224  # small inputs (digits) are enlarged to this for viewing
 
@@ -79,9 +80,9 @@ def check_methods(
     gradient methods (a backbone's explain the norm of its features), the region's similarity map.
     """
     if methods is None:
-        reasons = {m: _unfit(m, model, region) for m in METHODS}
+        reasons = {m: _unfit(m, model, region) for m in DEFAULT_METHODS}
         skipped = [f"{m} ({why.split('; ', 1)[-1]})" for m, why in reasons.items() if why]
-        return [m for m in METHODS if reasons[m] is None], skipped
+        return [m for m in DEFAULT_METHODS if reasons[m] is None], skipped
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown explanation method(s) {unknown}; choose from {', '.join(METHODS)}")
@@ -213,6 +214,10 @@ def explain_one(
     classes: dict[int, int] = {}
     gradients: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
     folds = {"grad-rollout": explain.grad_rollout_from, "gae": explain.gae_from}
+    attributions = {"gradcam": explain.gradcam, "ig": explain.integrated_gradients, "occlusion": explain.occlusion}
+    for j, named in enumerate(targets):  # class targets: the class each one is
+        if named.target is None or isinstance(named.target, int):
+            classes[j] = int(out.logits[0].argmax()) if named.target is None else named.target
     for key, (method, j) in map_keys(methods, targets).items():
         if method == "cls":
             maps[key] = heads.mean(0)
@@ -220,12 +225,12 @@ def explain_one(
             maps[key] = explain.rollout_from_attentions(out.attentions, layout, pool_attention=out.pool_attention)[0]
         elif method == "similarity":
             maps[key] = explain.similarity_map(model, x, region)[0]
+        elif method in attributions:
+            maps[key] = attributions[method](model, x, targets[j].target)[0]
         else:
             if j not in gradients:
-                attn, grads, chosen = explain.attention_gradients(model, x, targets[j].target)
+                attn, grads, _ = explain.attention_gradients(model, x, targets[j].target)
                 gradients[j] = (attn, grads)
-                if chosen is not None:
-                    classes[j] = int(chosen[0])
             maps[key] = folds[method](*gradients[j], layout)[0]
     distance = explain.attention_distance(out.attentions, layout)
     high = explain.high_norm_tokens(model, x).high[0]  # (L, gh, gw)

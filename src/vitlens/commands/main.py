@@ -31,6 +31,8 @@ EXTRAS = {
     "transformers": "compat",
     "huggingface_hub": "compat",
     "open_clip": "clip",
+    "pytorch_grad_cam": "methods",
+    "captum": "methods",
     "vit_pytorch": "bench",
 }
 # What each command always needs beyond torch, checked before it starts (not after an hour of training).
@@ -279,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         action="append",
-        help="cls, rollout, grad-rollout, gae, similarity; repeat or comma-separate (default: all that apply)",
+        help="cls, rollout, grad-rollout, gae, similarity (the default: all that apply), gradcam, ig, occlusion; "
+        "repeat or comma-separate",
     )
     p.add_argument(
         "--region",
