@@ -13,6 +13,8 @@ import torch
 import vitlens
 from vitlens import explain
 
+from .conftest import perturbed_vit
+
 pytest.importorskip("pytorch_grad_cam")
 pytest.importorskip("captum")
 
@@ -20,11 +22,7 @@ pytest.importorskip("captum")
 def tiny(**kw):
     cfg = dict(img_size=20, patch_size=4, in_chans=3, embed_dim=32, depth=2, num_heads=4, num_classes=5)
     torch.manual_seed(0)
-    model = vitlens.VisionTransformer(vitlens.ViTConfig(**{**cfg, **kw})).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
+    return perturbed_vit(0.05, **{**cfg, **kw})
 
 
 LAYOUTS = {

@@ -5,17 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-import vitlens
 from vitlens import explain
+
+from .conftest import perturbed_vit
 
 
 def tiny(**kw):
     cfg = dict(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=3, num_heads=4, num_classes=5)
-    model = vitlens.VisionTransformer(vitlens.ViTConfig(**{**cfg, **kw})).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model
+    return perturbed_vit(**{**cfg, **kw})
 
 
 MODELS = {
