@@ -220,3 +220,15 @@ def test_a_backbone_report_explains_its_features_and_refuses_text_without_a_towe
     assert [v["id"] for v in meta["views"]][-2:] == ["gae", "grad-rollout"]
     with pytest.raises(ValueError, match="a text target needs the model's text tower"):
         vitlens.viz.report.render(model, torch.randn(1, 3, 32, 32), texts=["a cat"])
+
+
+def test_attribution_views_embed_the_methods_maps_scaled_to_their_maximum():
+    pytest.importorskip("captum")
+    model = peaked_model()
+    images = torch.randn(1, 3, 32, 32)
+    meta, _ = embedded(vitlens.viz.report.render(model, images, target=2, methods=["occlusion"]).html)
+    assert [v["id"] for v in meta["views"]][-3:] == ["gae", "grad-rollout", "occlusion"]
+    drop = vitlens.explain.occlusion(model, images, target=2)[0].flatten().clamp_min(0)
+    np.testing.assert_allclose(meta["images"][0]["targets"][0]["occlusion"], (drop / drop.max()).numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="report methods beyond GAE and gradient rollout: gradcam, ig, occlusion"):
+        vitlens.viz.report.render(model, images, methods=["lrp"])

@@ -270,3 +270,22 @@ def test_the_target_selector_switches_the_gradient_views_between_targets(browser
             assert page.locator("#vl-top li.target").inner_text().startswith(t["label"])
         assert not np.allclose(targets[0]["gae"], targets[1]["gae"])  # switching changes the map
     page.close()
+
+
+def test_the_attribution_views_show_their_embedded_maps(browser, tmp_path):
+    pytest.importorskip("pytorch_grad_cam")
+    pytest.importorskip("captum")
+    torch.manual_seed(2)
+    model = peaked_model()
+    path = vitlens.viz.report.build(
+        model, torch.randn(1, 3, 32, 32), tmp_path / "r.html", methods=["gradcam", "occlusion"]
+    )
+    meta, page = _open_on_gae(browser, path)
+    assert [v["id"] for v in meta["views"]][-4:] == ["gae", "grad-rollout", "gradcam", "occlusion"]
+    target = meta["images"][0]["targets"][0]
+    for view in ("gradcam", "occlusion"):
+        before = _renders(page)
+        page.check(f"input[name=vl-view][value={view}]")
+        _wait_for_render_after(page, before)
+        np.testing.assert_allclose(_shown(page), target[view], atol=1e-5)
+    page.close()

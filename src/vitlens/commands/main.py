@@ -163,7 +163,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     paths = collect_image_paths(args.image)
     model = load_model(args.model)
     references = [Path(p) for p in args.target_image]
-    path = build(model, paths, args.out, target=args.target, texts=args.text, references=references, top_k=args.top_k)
+    methods = [m for spec in args.method for m in spec.split(",") if m]
+    path = build(
+        model,
+        paths,
+        args.out,
+        target=args.target,
+        texts=args.text,
+        references=references,
+        methods=methods,
+        top_k=args.top_k,
+    )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {len(paths)} image(s))")
     return 0
 
@@ -296,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write a self-contained HTML attention explorer")
     _add_image_arguments(p)
+    p.add_argument(
+        "--method", action="append", default=[], help="more views: gradcam, ig, occlusion; repeat or comma-separate"
+    )
     p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
     p.set_defaults(func=_cmd_report)
 

@@ -78,8 +78,16 @@ VIEWS = {
         False,
         "Rollout with heads weighted by the gradient of the chosen target (all layers).",
     ),
+    "gradcam": View(
+        "gradcam", "Grad-CAM", "none", False, "Grad-CAM (the grad-cam package) on the tokens entering the last block."
+    ),
+    "ig": View("ig", "integrated gradients", "none", False, "Captum's Integrated Gradients, summed per patch."),
+    "occlusion": View(
+        "occlusion", "occlusion", "none", False, "How much the target's score drops when a patch is blacked out."
+    ),
 }
-GRADIENT_VIEWS = ("gae", "grad-rollout")
+GRADIENT_VIEWS = ("gae", "grad-rollout")  # always there; the others on request (many passes each)
+ATTRIBUTIONS = {"gradcam": explain.gradcam, "ig": explain.integrated_gradients, "occlusion": explain.occlusion}
 
 
 def prepare_images(model: VisionTransformer, images: ImageInput | Sequence[ImageInput]) -> tuple[Tensor, list[str]]:
@@ -159,14 +167,21 @@ def rollout_rows(attentions: Sequence[Tensor], layout: TokenLayout) -> Tensor:
     return torch.stack([product[0][:, layout.patch_slice] for product in products])
 
 
-def gradient_maps(model: VisionTransformer, image: Tensor, target: explain.Target) -> dict[str, Any]:
-    """GAE and gradient-rollout maps of one image (1, C, H, W) for ``target``, each scaled to a maximum of 1,
-    and the class a class target resolved to (``index``)."""
+def gradient_maps(
+    model: VisionTransformer, image: Tensor, target: explain.Target, extra: Sequence[str] = ()
+) -> dict[str, Any]:
+    """GAE and gradient-rollout maps of one image (1, C, H, W) for ``target`` — and the ``extra`` methods
+    of :data:`ATTRIBUTIONS` — each scaled to a maximum of 1, and the class a class target resolved to."""
     maps, grads, classes = explain.attention_gradients(model, image, target)
     layout = model.token_layout(image)
     out: dict[str, Any] = {} if classes is None else {"index": int(classes[0])}
-    for key, fold in (("gae", explain.gae_from), ("grad-rollout", explain.grad_rollout_from)):
-        heat = fold(maps, grads, layout)[0].flatten()
+    heats = {
+        "gae": explain.gae_from(maps, grads, layout),
+        "grad-rollout": explain.grad_rollout_from(maps, grads, layout),
+    }
+    heats.update({m: ATTRIBUTIONS[m](model, image, target) for m in extra})
+    for key, heat in heats.items():
+        heat = heat[0].flatten().clamp_min(0)  # what raises the score (occlusion and IG have signs)
         out[key] = _rounded(heat / heat.max().clamp_min(1e-12))
     return out
 
@@ -255,6 +270,7 @@ def render(
     texts: Sequence[str] = (),
     references: Sequence[ImageInput] = (),
     top_targets: int = 3,
+    methods: Sequence[str] = (),
     top_k: int = 5,
     title: str = "vitlens attention explorer",
     gradients: bool = True,
@@ -262,6 +278,9 @@ def render(
     """Run ``model`` on ``images`` and build the explorer in memory (see :func:`build`)."""
     explain.check_target(target, model.config.num_classes)
     check_top_k(top_k)
+    unknown = [m for m in methods if m not in ATTRIBUTIONS]
+    if unknown:
+        raise ValueError(f"report methods beyond GAE and gradient rollout: {', '.join(ATTRIBUTIONS)}; got {unknown}")
     targets = report_targets(model, target, texts, references, top_targets) if gradients else []
     batch, default_names = prepare_images(model, images)
     names = list(names) if names is not None else default_names
@@ -288,14 +307,14 @@ def render(
             for chosen, described in targets:
                 if isinstance(chosen, tuple):  # the image's k-th prediction
                     chosen = int(out.logits[0].topk(chosen[1] + 1).indices[-1])
-                maps = gradient_maps(model, x, chosen)
+                maps = gradient_maps(model, x, chosen, methods)
                 if "index" in maps:
                     described = {**described, "index": maps["index"], "label": class_name(model, maps["index"])}
                 record["targets"].append({**described, **maps})
             check_finite(model, x, [out.logits, out.attentions], names[i])
             records.append(record)
     views = [VIEWS["attention"]] + ([VIEWS["cls"]] if layout.class_index is not None else []) + [VIEWS["rollout"]]
-    views += [VIEWS[v] for v in GRADIENT_VIEWS if targets]
+    views += [VIEWS[v] for v in (*GRADIENT_VIEWS, *dict.fromkeys(methods)) if targets]
     meta = {
         "model": {
             "depth": model.depth,
@@ -340,8 +359,9 @@ def build(
     ``images``: a model-ready tensor, PIL images or image paths. Options: ``names``; the targets of
     the gradient views, which the page's target selector switches between: ``target`` (a class;
     default each image's ``top_targets`` predictions), ``texts`` (prompts, for CLIP and SigLIP),
-    ``references`` (images to compare with); ``top_k``, ``title``, ``gradients`` (False skips the
-    backward passes and the GAE / gradient-rollout views).
+    ``references`` (images to compare with); ``methods``: more views beside GAE and gradient rollout
+    (``gradcam``, ``ig``, ``occlusion``; each many passes per image and target); ``top_k``, ``title``,
+    ``gradients`` (False skips the backward passes and the gradient views).
     """
     check_writable(path)
     return render(model, images, **options).save(path)
