@@ -25,15 +25,11 @@ REFUSED: dict[str, str] = {
     "vit_base_patch16_18x2_224": "block type ParallelThingsBlock is not supported",
     "vit_base_patch16_rope_mixed_224": "rotary embedding RotaryEmbeddingMixed is not supported",
     "vit_base_patch16_rope_mixed_ape_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-    "vit_base_patch16_xp_224": "block type ParallelScalingBlock is not supported",
     "vit_dlittle_patch16_reg1_gap_256": "timm attention DiffAttention is not supported",
     "vit_dpwee_patch16_reg1_gap_256": "block type DiffParallelScalingBlock is not supported",
     "vit_dwee_patch16_reg1_gap_256": "timm attention DiffAttention is not supported",
-    "vit_huge_patch14_xp_224": "block type ParallelScalingBlock is not supported",
-    "vit_large_patch14_xp_224": "block type ParallelScalingBlock is not supported",
     "vit_large_patch16_rope_mixed_224": "rotary embedding RotaryEmbeddingMixed is not supported",
     "vit_large_patch16_rope_mixed_ape_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-    "vit_pwee_patch16_reg1_gap_256": "block type ParallelScalingBlock is not supported",
     "vit_small_patch16_18x2_224": "block type ParallelThingsBlock is not supported",
     "vit_small_patch16_rope_mixed_224": "rotary embedding RotaryEmbeddingMixed is not supported",
     "vit_small_patch16_rope_mixed_ape_224": "rotary embedding RotaryEmbeddingMixed is not supported",
@@ -65,7 +61,7 @@ def build(name: str):
 
 def last_layer_maps(model, x):
     """timm's last-layer attention probabilities: the input of its attention dropout, fused kernel off."""
-    attn = model.blocks[-1].attn
+    attn = getattr(model.blocks[-1], "attn", model.blocks[-1])  # a parallel block is its own attention
     attn.fused_attn = False
     seen = []
     handle = attn.attn_drop.register_forward_hook(lambda module, args, out: seen.append(args[0]))
@@ -171,3 +167,25 @@ def test_relative_position_tables_resample_as_timm_loads_them_at_another_size(na
         assert (out.attentions[-1] - maps).abs().max() <= ATOL, size
     with pytest.raises(ValueError, match="feed images of that grid, or load the model with img_size="):
         ours(torch.randn(1, 3, 64, 64))
+
+
+def test_a_parallel_block_model_goes_back_to_timm_as_parallel_scaling_blocks():
+    from timm.models.vision_transformer import VisionTransformer
+
+    from vitlens.checkpoint import timm_kwargs, to_timm_state_dict
+
+    cfg = vitlens.ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=3)
+    ours = vitlens.VisionTransformer(cfg.replace(block_type="parallel", init_values=0.1)).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+        for block in ours.blocks:  # one scale on the sum in timm: the two branches' scales agree
+            block.ls2.gamma.copy_(block.ls1.gamma)
+    theirs = VisionTransformer(**timm_kwargs(ours.config)).eval()
+    theirs.load_state_dict(to_timm_state_dict(ours))
+    assert type(theirs.blocks[0]).__name__ == "ParallelScalingBlock"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (theirs(x) - ours(x)).abs().max() <= ATOL
+    with pytest.raises(ValueError, match="parallel blocks with a gated MLP"):
+        timm_kwargs(cfg.replace(block_type="parallel", mlp_layer="swiglu", act_layer="silu"))

@@ -21,7 +21,7 @@ POS_EMBEDS = ("learn", "sincos2d", "none")
 ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
 MLP_LAYERS = ("mlp", "swiglu_packed", "swiglu")
 NORMS = ("layernorm", "rmsnorm", "none")
-BLOCK_TYPES = ("pre_norm", "post_norm")
+BLOCK_TYPES = ("pre_norm", "post_norm", "parallel")
 ROPES = ("none", "axial", "dinov3")
 ROPE_NORMALIZATIONS = ("separate", "min", "max")
 POS_INTERPOLATIONS = ("timm", "hf", "torchvision")
@@ -40,7 +40,9 @@ class ViTConfig:
     ``mlp_norm`` puts a norm on the hidden units (timm's ``scale_mlp_norm``), ``attn_norm`` one on
     the heads' output before the projection (``scale_attn_norm``). ``norm_layer='none'`` removes every
     norm (only the seed model wants that). ``block_type='post_norm'`` normalizes each branch's output
-    instead of its input (timm's ``ResPostBlock``). ``global_pool='map'`` pools with a learned query
+    instead of its input (timm's ``ResPostBlock``); ``'parallel'`` runs attention and MLP side by side
+    on one norm of the input, x + attn(n(x)) + mlp(n(x)) (ViT-22B; timm's ``ParallelScalingBlock``).
+    ``global_pool='map'`` pools with a learned query
     attending over the tokens (SigLIP's attention pool); its maps come back as ``pool_attention``;
     ``'token_avg'`` feeds the head the class token and the patch mean side by side (DINOv2's linear
     classifier). ``distilled`` adds DeiT's distillation token, read by its own head unless

@@ -249,7 +249,7 @@ def plain_vit_problems(
         ("attn_norm", "norms inside the attention or MLP", c.attn_norm or c.mlp_norm),
         ("proj_bias", "projections without bias", not c.proj_bias),
         ("patch_norm", "a norm on the patch embeddings", c.patch_norm),
-        ("block_type", "post-norm blocks", c.block_type != "pre_norm"),
+        ("block_type", f"{c.block_type.replace('_', '-')} blocks", c.block_type != "pre_norm"),
         ("rope", f"rotary position embeddings ({c.rope})", c.rope != "none"),
         ("rel_pos_bias", "a relative position bias", c.rel_pos_bias),
         ("k_bias", "q and v biases without a k bias", c.qkv_bias and not c.k_bias),

@@ -209,7 +209,8 @@ def hints_from_timm_module(model: nn.Module) -> dict[str, Any]:
             "is not supported; vitlens cuts images into patches with one linear projection (PatchEmbed)"
         )
     block = model.blocks[0]
-    norm, eps = _norm(block.norm1)
+    parallel = hints.get("block_type") == "parallel"
+    norm, eps = _norm(block.in_norm if parallel else block.norm1)
     img = model.patch_embed.img_size
     hints.update(
         norm_layer=norm,
@@ -218,7 +219,7 @@ def hints_from_timm_module(model: nn.Module) -> dict[str, Any]:
         fc_norm=not isinstance(model.fc_norm, nn.Identity),
         no_embed_class=bool(getattr(model, "no_embed_class", False)),
         img_size=int(img[0]) if img[0] == img[1] else (int(img[0]), int(img[1])),
-        **_mlp(block.mlp),
+        **({} if parallel else _mlp(block.mlp)),
     )
     if model.global_pool not in ("token", "avg", "map"):
         raise ValueError(
@@ -238,11 +239,30 @@ def hints_from_timm_module(model: nn.Module) -> dict[str, Any]:
     return hints
 
 
+def _parallel_hints(block: nn.Module) -> dict[str, Any]:
+    """What a timm ``ParallelScalingBlock`` says beyond its tensors (its norm and MLP are its own)."""
+    if block.out_proj is not None:
+        raise ValueError(
+            "timm ParallelScalingBlock with fuse_out_proj=True is not supported (separate projections are)"
+        )
+    hints: dict[str, Any] = dict(
+        num_heads=int(block.num_heads), block_type="parallel", mlp_layer="mlp", act_layer=_activation(block.mlp_act)
+    )
+    if not isinstance(block.ls, nn.Identity):
+        hints["init_values"] = 1e-5
+    return hints
+
+
 def _vision_transformer_hints(model: nn.Module) -> dict[str, Any]:
     block = model.blocks[0]
+    if type(block).__name__ == "ParallelScalingBlock":
+        return {**_parallel_hints(block), "pool_include_prefix": bool(getattr(model, "pool_include_prefix", False))}
     block_types = {"Block": "pre_norm", "ResPostBlock": "post_norm"}
     if type(block).__name__ not in block_types:
-        raise ValueError(f"timm block type {type(block).__name__} is not supported (Block and ResPostBlock are)")
+        raise ValueError(
+            f"timm block type {type(block).__name__} is not supported "
+            "(Block, ResPostBlock and ParallelScalingBlock are)"
+        )
     if type(block.attn).__name__ != "Attention":
         raise ValueError(f"timm attention {type(block.attn).__name__} is not supported (Attention is)")
     hints: dict[str, Any] = dict(
@@ -291,7 +311,67 @@ def read_timm_module(model: nn.Module) -> Reading:
     origin: dict[str, str] = {}
     if type(model).__name__ in ("Eva", "Beit"):
         state, origin = timm_eva.to_vitlens_names(state)
+    if hints.get("block_type") == "parallel":
+        state, origin = _from_parallel_names(state, model.blocks[0].in_split[0])
     return Reading(state, f"timm {type(model).__name__}", "timm", hints, origin=origin)
+
+
+# a ParallelScalingBlock's own names -> vitlens's (in_proj and its bias are split: MLP rows first)
+_PARALLEL = {
+    "in_norm": "norm1",
+    "q_norm": "attn.q_norm",
+    "k_norm": "attn.k_norm",
+    "attn_out_proj": "attn.proj",
+    "mlp_out_proj": "mlp.fc2",
+}
+
+
+def _from_parallel_names(state: dict[str, Tensor], hidden: int) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """timm ``ParallelScalingBlock`` tensors under vitlens's names: one in_proj is the MLP's fc1 and the qkv."""
+    out: dict[str, Tensor] = {}
+    origin: dict[str, str] = {}
+    for key, value in state.items():
+        m = re.fullmatch(r"(blocks\.\d+)\.(\w+)\.?(.*)", key)
+        if m is None:
+            out[key] = value
+            continue
+        block, part, rest = m.groups()
+        if part == "in_proj":
+            for name, piece in (("mlp.fc1", value[:hidden]), ("attn.qkv", value[hidden:])):
+                out[f"{block}.{name}.{rest}"], origin[f"{block}.{name}.{rest}"] = piece, key
+        elif part == "mlp_bias":
+            out[f"{block}.mlp.fc1.bias"], origin[f"{block}.mlp.fc1.bias"] = value, key
+        elif part == "ls":  # one layer scale on the sum: the same scale on each branch
+            for name in ("ls1", "ls2"):
+                out[f"{block}.{name}.{rest}"], origin[f"{block}.{name}.{rest}"] = value, key
+        else:
+            new = f"{block}.{_PARALLEL.get(part, part)}" + (f".{rest}" if rest else "")
+            out[new], origin[new] = value, key
+    return out, origin
+
+
+def _to_parallel_names(state: dict[str, Tensor], config: ViTConfig) -> dict[str, Tensor]:
+    """vitlens's parallel blocks under timm's ``ParallelScalingBlock`` names (the inverse of the above)."""
+    back = {v: k for k, v in _PARALLEL.items()}
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        m = re.fullmatch(r"(blocks\.\d+)\.(norm1|attn\.q_norm|attn\.k_norm|attn\.proj|mlp\.fc2|ls2)\.(.+)", key)
+        if m is None:
+            out[key] = value
+        elif m.group(2) != "ls2":  # ls2 equals ls1, which becomes the one scale
+            out[f"{m.group(1)}.{back[m.group(2)]}.{m.group(3)}"] = value
+    for i in range(config.depth):
+        block = f"blocks.{i}"
+        fc1, qkv = out.pop(f"{block}.mlp.fc1.weight"), out.pop(f"{block}.attn.qkv.weight")
+        out[f"{block}.in_proj.weight"] = torch.cat([fc1, qkv])
+        fc1_bias, qkv_bias = out.pop(f"{block}.mlp.fc1.bias", None), out.pop(f"{block}.attn.qkv.bias", None)
+        if qkv_bias is not None:
+            out[f"{block}.in_proj.bias"] = torch.cat([fc1_bias, qkv_bias])
+        elif fc1_bias is not None:
+            out[f"{block}.mlp_bias"] = fc1_bias
+        if f"{block}.ls1.gamma" in out:
+            out[f"{block}.ls.gamma"] = out.pop(f"{block}.ls1.gamma")
+    return out
 
 
 def from_timm(model: nn.Module, **overrides: Any) -> VisionTransformer:
@@ -317,6 +397,8 @@ def to_timm_state_dict(model: VisionTransformer) -> dict[str, Tensor]:
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if timm_class(model.config) in ("Eva", "Beit"):  # Beit names layer scale and biases as Eva does
         return timm_eva.to_eva_names(state, model.config)
+    if model.config.block_type == "parallel":
+        return _to_parallel_names(state, model.config)
     return state
 
 
@@ -329,7 +411,7 @@ def timm_kwargs(config: ViTConfig) -> dict[str, Any]:
     from functools import partial
 
     from timm.layers import Mlp, RmsNorm, SwiGLU, SwiGLUPacked
-    from timm.models.vision_transformer import Block, ResPostBlock
+    from timm.models.vision_transformer import Block, ParallelScalingBlock, ResPostBlock
 
     c = config
     problems = [
@@ -344,6 +426,14 @@ def timm_kwargs(config: ViTConfig) -> dict[str, Any]:
                 bool(c.attn_pool_num_heads or c.attn_pool_mlp_ratio),
             ),
             ("layer scale in post-norm blocks", bool(c.init_values) and c.block_type == "post_norm"),
+            (
+                "parallel blocks with a gated MLP or inner norms (ParallelScalingBlock has neither)",
+                c.block_type == "parallel" and (c.mlp_layer != "mlp" or c.attn_norm or c.mlp_norm),
+            ),
+            (
+                "parallel blocks whose MLP bias differs from the projections' (ParallelScalingBlock ties them)",
+                c.block_type == "parallel" and not c.qkv_bias and not c.proj_bias,
+            ),
         )
         if present
     ]
@@ -378,7 +468,7 @@ def timm_kwargs(config: ViTConfig) -> dict[str, Any]:
         act_layer=c.act_layer,
         norm_layer=norm,
         mlp_layer=mlp,
-        block_fn=Block if c.block_type == "pre_norm" else ResPostBlock,
+        block_fn={"pre_norm": Block, "post_norm": ResPostBlock, "parallel": ParallelScalingBlock}[c.block_type],
     )
     if c.patch_norm:
         kwargs["embed_norm_layer"] = norm

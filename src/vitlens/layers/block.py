@@ -37,7 +37,8 @@ class Block(nn.Module):
 
     ``block_type='pre_norm'`` (ViT): x + attn(norm1(x)), then x + mlp(norm2(x)), each branch
     optionally layer-scaled. ``'post_norm'`` (timm's ``ResPostBlock``, Swin v2's): x + norm1(attn(x)),
-    then x + norm2(mlp(x)). ``index`` is the block's place in the stack (its key/value head count
+    then x + norm2(mlp(x)). ``'parallel'`` (ViT-22B, timm's ``ParallelScalingBlock``): one norm,
+    x + attn(norm1(x)) + mlp(norm1(x)). ``index`` is the block's place in the stack (its key/value head count
     may differ from the others'); ``rope`` in ``forward`` is the rotary embedding of this input size.
     """
 
@@ -46,6 +47,7 @@ class Block(nn.Module):
         c = config
         dim, norm = c.embed_dim, c.norm_layer
         self.post_norm = c.block_type == "post_norm"
+        self.parallel = c.block_type == "parallel"  # attention and MLP both read norm1(x)
         self.norm1 = make_norm(norm, dim, c.norm_eps)
         self.attn = Attention(
             dim,
@@ -68,7 +70,7 @@ class Block(nn.Module):
         scaled = c.init_values and not self.post_norm
         self.ls1 = LayerScale(dim, c.init_values) if scaled else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = make_norm(norm, dim, c.norm_eps)
+        self.norm2 = nn.Identity() if self.parallel else make_norm(norm, dim, c.norm_eps)
         if self.post_norm and c.init_values:  # timm's ResPostBlock starts its norms' scale small instead
             for norm_module in (self.norm1, self.norm2):
                 nn.init.constant_(norm_module.weight, c.init_values)
@@ -96,6 +98,11 @@ class Block(nn.Module):
         """The block's output (B, N, D) and maps as :class:`Attention` gives them; with ``rows`` (token
         indices) the output of those tokens only, (B, R, D): every token is token-wise after attention."""
         residual = x if rows is None else x[:, rows]
+        if self.parallel:
+            h = self.norm1(x)
+            y, weights = self.attn(h, need_weights, rope, queries, rows)
+            mlp = self.mlp(h if rows is None else h[:, rows])
+            return residual + self.drop_path1(self.ls1(y) + self.ls2(mlp)), weights
         if self.post_norm:
             y, weights = self.attn(x, need_weights, rope, queries, rows)
             x = residual + self.drop_path1(self.norm1(y))
