@@ -214,7 +214,6 @@ def explain_one(
     classes: dict[int, int] = {}
     gradients: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
     folds = {"grad-rollout": explain.grad_rollout_from, "gae": explain.gae_from}
-    attributions = {"gradcam": explain.gradcam, "ig": explain.integrated_gradients, "occlusion": explain.occlusion}
     for j, named in enumerate(targets):  # class targets: the class each one is
         if named.target is None or isinstance(named.target, int):
             classes[j] = int(out.logits[0].argmax()) if named.target is None else named.target
@@ -225,8 +224,8 @@ def explain_one(
             maps[key] = explain.rollout_from_attentions(out.attentions, layout, pool_attention=out.pool_attention)[0]
         elif method == "similarity":
             maps[key] = explain.similarity_map(model, x, region)[0]
-        elif method in attributions:
-            maps[key] = attributions[method](model, x, targets[j].target)[0]
+        elif method in explain.ATTRIBUTIONS:
+            maps[key] = explain.ATTRIBUTIONS[method](model, x, targets[j].target)[0]
         else:
             if j not in gradients:
                 attn, grads, _ = explain.attention_gradients(model, x, targets[j].target)

@@ -8,7 +8,7 @@ are already computed (``model(images, return_attention=True).attentions`` and a
 image, a region or the features' norm (:mod:`.scores`).
 """
 
-from .attribution import CAM_METHODS, gradcam, integrated_gradients, occlusion
+from .attribution import ATTRIBUTIONS, CAM_METHODS, gradcam, integrated_gradients, occlusion
 from .maps import (
     TokenNorms,
     attention_distance,
@@ -34,6 +34,7 @@ from .scores import (
 from .targets import Target, check_target, target_scores
 
 __all__ = [
+    "ATTRIBUTIONS",
     "CAM_METHODS",
     "gradcam",
     "integrated_gradients",

@@ -87,7 +87,6 @@ VIEWS = {
     ),
 }
 GRADIENT_VIEWS = ("gae", "grad-rollout")  # always there; the others on request (many passes each)
-ATTRIBUTIONS = {"gradcam": explain.gradcam, "ig": explain.integrated_gradients, "occlusion": explain.occlusion}
 
 
 def prepare_images(model: VisionTransformer, images: ImageInput | Sequence[ImageInput]) -> tuple[Tensor, list[str]]:
@@ -171,7 +170,8 @@ def gradient_maps(
     model: VisionTransformer, image: Tensor, target: explain.Target, extra: Sequence[str] = ()
 ) -> dict[str, Any]:
     """GAE and gradient-rollout maps of one image (1, C, H, W) for ``target`` — and the ``extra`` methods
-    of :data:`ATTRIBUTIONS` — each scaled to a maximum of 1, and the class a class target resolved to."""
+    of :data:`vitlens.explain.ATTRIBUTIONS` — each scaled to a maximum of 1, and the class a class target
+    resolved to."""
     maps, grads, classes = explain.attention_gradients(model, image, target)
     layout = model.token_layout(image)
     out: dict[str, Any] = {} if classes is None else {"index": int(classes[0])}
@@ -179,7 +179,7 @@ def gradient_maps(
         "gae": explain.gae_from(maps, grads, layout),
         "grad-rollout": explain.grad_rollout_from(maps, grads, layout),
     }
-    heats.update({m: ATTRIBUTIONS[m](model, image, target) for m in extra})
+    heats.update({m: explain.ATTRIBUTIONS[m](model, image, target) for m in extra})
     for key, heat in heats.items():
         heat = heat[0].flatten().clamp_min(0)  # what raises the score (occlusion and IG have signs)
         out[key] = _rounded(heat / heat.max().clamp_min(1e-12))
@@ -278,9 +278,10 @@ def render(
     """Run ``model`` on ``images`` and build the explorer in memory (see :func:`build`)."""
     explain.check_target(target, model.config.num_classes)
     check_top_k(top_k)
-    unknown = [m for m in methods if m not in ATTRIBUTIONS]
+    unknown = [m for m in methods if m not in explain.ATTRIBUTIONS]
     if unknown:
-        raise ValueError(f"report methods beyond GAE and gradient rollout: {', '.join(ATTRIBUTIONS)}; got {unknown}")
+        known = ", ".join(explain.ATTRIBUTIONS)
+        raise ValueError(f"report methods beyond GAE and gradient rollout: {known}; got {unknown}")
     targets = report_targets(model, target, texts, references, top_targets) if gradients else []
     batch, default_names = prepare_images(model, images)
     names = list(names) if names is not None else default_names
