@@ -1,4 +1,4 @@
-"""Where the model looks: raw attention maps, rollout, gradient rollout, Chefer relevance, distances.
+"""Where the model looks: raw attention maps, rollout, gradient rollout, Chefer relevance, LRP, distances.
 
 Functions named after a method take ``(model, images)`` and return maps on the patch grid,
 (B, gh, gw) or (B, H, gh, gw), on the model's device. The ``*_from`` functions take maps that
@@ -8,7 +8,8 @@ are already computed (``model(images, return_attention=True).attentions`` and a
 image, a region or the features' norm (:mod:`.scores`).
 """
 
-from .attribution import ATTRIBUTIONS, CAM_METHODS, gradcam, integrated_gradients, occlusion
+from .attribution import CAM_METHODS, gradcam, integrated_gradients, occlusion
+from .lrp import Relevance, attnlrp, cp_lrp, lrp, transformer_attribution
 from .maps import (
     TokenNorms,
     attention_distance,
@@ -33,8 +34,23 @@ from .scores import (
 )
 from .targets import Target, check_target, target_scores
 
+# the short names the command line and the explorer give the methods beyond maps, rollout and GAE
+ATTRIBUTIONS = {
+    "attnlrp": attnlrp,
+    "cp-lrp": cp_lrp,
+    "chefer2021": transformer_attribution,
+    "gradcam": gradcam,
+    "ig": integrated_gradients,
+    "occlusion": occlusion,
+}
+
 __all__ = [
     "ATTRIBUTIONS",
+    "Relevance",
+    "attnlrp",
+    "cp_lrp",
+    "lrp",
+    "transformer_attribution",
     "CAM_METHODS",
     "gradcam",
     "integrated_gradients",

@@ -140,7 +140,3 @@ def occlusion(model: nn.Module, images: Tensor, target: Target = None, baseline:
             perturbations_per_eval=max(1, 64 // len(images)),
         )
     return drops[:, 0, : rows * p : p, : cols * p : p].float()
-
-
-# the short names the command line and the explorer give these methods
-ATTRIBUTIONS = {"gradcam": gradcam, "ig": integrated_gradients, "occlusion": occlusion}

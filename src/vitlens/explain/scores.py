@@ -16,7 +16,9 @@ region?" map of a DINOv2-style backbone.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +28,27 @@ from torch import Tensor
 from ..model import TokenLayout, VisionTransformer, ViTOutput, eval_mode
 
 Box = tuple[float, float, float, float]
+
+# set by relevance methods: the cosine targets then treat the embedding's norm as a constant
+_NORMS_AS_CONSTANTS: ContextVar[bool] = ContextVar("norms_as_constants", default=False)
+
+
+@contextmanager
+def norms_as_constants() -> Iterator[None]:
+    """Within: the cosine targets divide by a norm that gradients do not see (LRP's identity rule for
+    normalizations); a cosine is scale-free, so gradient x input of the plain one is 0 everywhere."""
+    token = _NORMS_AS_CONSTANTS.set(True)
+    try:
+        yield
+    finally:
+        _NORMS_AS_CONSTANTS.reset(token)
+
+
+def _unit(x: Tensor) -> Tensor:
+    """``x`` scaled to unit norm along its last axis (the norm a constant inside :func:`norms_as_constants`)."""
+    if _NORMS_AS_CONSTANTS.get():
+        return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12).detach()
+    return F.normalize(x, dim=-1)
 
 
 @dataclass(frozen=True)
@@ -75,7 +98,7 @@ def _cosine_target(model: VisionTransformer, reference: Tensor, kind: str, label
                 "they come from different models"
             )
         pairs = _paired(reference.to(image.device), image.shape[0], what)
-        return (F.normalize(image.float(), dim=-1) * pairs).sum(dim=-1)
+        return (_unit(image.float()) * pairs).sum(dim=-1)
 
     return Score(kind, label, score)
 

@@ -8,6 +8,8 @@ asked, because the fused kernel (``F.scaled_dot_product_attention``) never mater
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,7 +36,13 @@ class Attention(nn.Module):
     the same to every score of a query and changes nothing), ``num_kv_heads`` fewer key/value
     heads, each shared by ``num_heads // num_kv_heads`` query heads (grouped-query attention),
     ``rel_pos_grid`` BEiT's relative position bias for that patch grid (and a class token).
+
+    ``relevance_rule``: unset, gradients are the plain ones. Relevance methods (AttnLRP) set it, for
+    a while, to a function (q, k, v) -> (q, k, v) that keeps the values and gives the gradients
+    their propagation rule (:mod:`vitlens.explain.lrp`).
     """
+
+    relevance_rule: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None = None
 
     def __init__(
         self,
@@ -125,6 +133,8 @@ class Attention(nn.Module):
             bias = relative_position_bias(table, index, N, self.rel_pos_grid)
         if rows is not None:
             q, bias = q[:, :, rows], None if bias is None else bias[..., rows, :]
+        if self.relevance_rule is not None:
+            q, k, v = self.relevance_rule(q, k, v)
         if need_weights and queries is not None:
             x, _ = attend(q, k, v, self.scale, False, self.attn_drop, bias)
             weights = query_rows(q[:, :, queries], k, self.scale, None if bias is None else bias[..., queries, :])

@@ -7,6 +7,8 @@ Three layouts, by timm's names: ``Mlp`` (fc1 -> act -> fc2), the packed gated un
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -42,7 +44,11 @@ class Mlp(nn.Module):
     unit act(a) * b, and the second takes half its width (DINOv2-giant). ``layout='swiglu'``: the
     two halves come from separate layers ``fc1_g`` and ``fc1_x`` of ``hidden_dim`` each.
     ``norm`` (a norm kind) normalizes the hidden units; ``bias=False`` drops every bias.
+    ``gate_rule``: unset, a gated unit multiplies act(a) and b; relevance methods set it, for a
+    while, to a function (act(a), b) -> product of the same value with their gradient rule.
     """
+
+    gate_rule: Callable[[Tensor, Tensor], Tensor] | None = None
 
     def __init__(
         self,
@@ -73,11 +79,9 @@ class Mlp(nn.Module):
         self.drop2 = nn.Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.layout == "swiglu":
-            x = self.act(self.fc1_g(x)) * self.fc1_x(x)
-        elif self.layout == "swiglu_packed":
-            a, b = self.fc1(x).chunk(2, dim=-1)
-            x = self.act(a) * b
+        if self.layout != "mlp":
+            a, b = (self.fc1_g(x), self.fc1_x(x)) if self.layout == "swiglu" else self.fc1(x).chunk(2, dim=-1)
+            x = self.act(a) * b if self.gate_rule is None else self.gate_rule(self.act(a), b)
         else:
             x = self.act(self.fc1(x))
         return self.drop2(self.fc2(self.norm(self.drop1(x))))

@@ -8,6 +8,8 @@ without a class token it is the class row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -17,7 +19,11 @@ from .norm import make_norm
 
 
 class AttentionPool(nn.Module):
-    """One learned query over the tokens: ``forward(x, need_weights) -> (pooled (B, D), weights or None)``."""
+    """One learned query over the tokens: ``forward(x, need_weights) -> (pooled (B, D), weights or None)``.
+
+    ``relevance_rule`` as in :class:`~vitlens.layers.attention.Attention`."""
+
+    relevance_rule: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None = None
 
     def __init__(
         self,
@@ -55,6 +61,8 @@ class AttentionPool(nn.Module):
         q = self.q(self.latent).expand(B, -1, -1).reshape(B, 1, self.num_heads, self.head_dim).transpose(1, 2)
         # (B, N, 2D) -> (2, B, H, N, d)
         k, v = self.kv(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.relevance_rule is not None:
+            q, k, v = self.relevance_rule(q, k, v)
         y, weights = attend(q, k, v, self.scale, need_weights, self.attn_drop, bias)
         y = self.proj(y.transpose(1, 2).reshape(B, 1, D))
         y = y + self.mlp(self.norm(y))
