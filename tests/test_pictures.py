@@ -90,12 +90,13 @@ def test_explain_writes_pictures_and_numbers_that_match_vitlens_explain(tmp_path
     )
     assert "explained 2 image(s)" in capsys.readouterr().out
     summary = json.loads((out / "explain.json").read_text())
-    assert summary["methods"] == ["cls", "rollout", "grad-rollout", "gae"]
+    assert summary["methods"] == ["cls", "rollout", "grad-rollout", "gae", "attnlrp"]
     assert summary["model"]["layer"] == 1
     assert [r["name"] for r in summary["images"]] == ["cat", "grey"]
     for name in ("cat", "grey"):
         files = sorted(p.name for p in (out / name).iterdir())
-        assert files == ["cls.png", "distance.png", "gae.png", "grad-rollout.png", "heads_layer1.png", "rollout.png"]
+        expected = ["attnlrp.png", "cls.png", "distance.png", "gae.png", "grad-rollout.png", "heads_layer1.png"]
+        assert files == [*expected, "rollout.png"]
         assert all((out / name / f).read_bytes()[:8] == PNG for f in files)
 
     # the numbers are those of the model on its own pre-processing of the file

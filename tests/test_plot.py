@@ -25,6 +25,16 @@ def test_overlay_puts_the_hot_colour_where_the_map_is_high():
         plot.overlay(image, torch.rand(2, 4, 4))
 
 
+def test_a_signed_overlay_keeps_zero_in_the_middle_red_for_and_blue_against():
+    heat = torch.zeros(4, 4)
+    heat[0, 0], heat[3, 3] = 2.0, -1.0  # for, against; everything else 0
+    arr = np.asarray(plot.overlay(torch.zeros(1, 32, 32), heat, alpha=1.0, signed=True)).astype(int)
+    red, blue, middle = arr[1, 1], arr[30, 30], arr[16, 16]
+    assert red[0] > 200 and red[2] < 60  # the largest magnitude is the full colour
+    assert blue[2] > 200 and blue[0] > 60  # half the magnitude: a paler blue
+    assert abs(middle - 255).max() < 40  # 0: bwr's white, however the map's minimum lies
+
+
 def test_grids_and_distance_plot_write_files(tmp_path):
     image = torch.rand(3, 16, 16)
     fig = plot.head_grid(torch.rand(3, 4, 4), image, path=tmp_path / "heads.png", title="heads")

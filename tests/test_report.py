@@ -226,9 +226,10 @@ def test_attribution_views_embed_the_methods_maps_scaled_to_their_maximum():
     pytest.importorskip("captum")
     model = peaked_model()
     images = torch.randn(1, 3, 32, 32)
-    meta, _ = embedded(vitlens.viz.report.render(model, images, target=2, methods=["occlusion"]).html)
-    assert [v["id"] for v in meta["views"]][-3:] == ["gae", "grad-rollout", "occlusion"]
-    drop = vitlens.explain.occlusion(model, images, target=2)[0].flatten().clamp_min(0)
-    np.testing.assert_allclose(meta["images"][0]["targets"][0]["occlusion"], (drop / drop.max()).numpy(), atol=1e-4)
-    with pytest.raises(ValueError, match="report methods beyond GAE and gradient rollout: gradcam, ig, occlusion"):
+    meta, _ = embedded(vitlens.viz.report.render(model, images, target=2, methods=["occlusion", "attnlrp"]).html)
+    assert [v["id"] for v in meta["views"]][-4:] == ["gae", "grad-rollout", "occlusion", "attnlrp"]
+    for method in ("occlusion", "attnlrp"):
+        heat = vitlens.explain.ATTRIBUTIONS[method](model, images, target=2)[0].flatten().clamp_min(0)
+        np.testing.assert_allclose(meta["images"][0]["targets"][0][method], (heat / heat.max()).numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="beyond GAE and gradient rollout: attnlrp, cp-lrp, .*occlusion"):
         vitlens.viz.report.render(model, images, methods=["lrp"])

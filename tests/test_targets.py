@@ -241,11 +241,11 @@ def test_a_backbone_gets_the_methods_that_apply_and_says_what_it_skipped(tmp_pat
     assert _explain(["--model", backbone, "--image", image, "--out", tmp_path / "out"]) == 0
     assert "skipped: similarity (method 'similarity' compares every patch with a region" in capsys.readouterr().err
     summary = json.loads((tmp_path / "out" / "explain.json").read_text())
-    assert summary["methods"] == ["cls", "rollout", "grad-rollout", "gae"]
+    assert summary["methods"] == ["cls", "rollout", "grad-rollout", "gae", "attnlrp"]
     assert summary["targets"] == [{"kind": "features", "label": "norm of the readout features"}]
     maps = summary["images"][0]["maps"]
     assert maps["gae"]["target"]["kind"] == "features" and maps["cls"]["target"]["kind"] == "attention"
-    assert (tmp_path / "out" / "cat" / "gae.png").is_file()
+    assert (tmp_path / "out" / "cat" / "gae.png").is_file() and (tmp_path / "out" / "cat" / "attnlrp.png").is_file()
     region = ["--region", "0,0,8,8", "--target-image", _photo(tmp_path / "ref.png", seed=1)]
     assert _explain(["--model", backbone, "--image", image, "--out", tmp_path / "r", *region]) == 0
     maps = json.loads((tmp_path / "r" / "explain.json").read_text())["images"][0]["maps"]

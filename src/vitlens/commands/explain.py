@@ -33,10 +33,8 @@ from ..model import VisionTransformer, eval_mode
 from ..training import distributed
 from ..viz import plot
 from ..viz.readout import check_finite, check_top_k, class_name, display_image, top_predictions
+from .methods import DEFAULT_METHODS, GRADIENT_METHODS, METHODS, SIGNED_METHODS
 
-DEFAULT_METHODS = ("cls", "rollout", "grad-rollout", "gae", "similarity")
-METHODS = (*DEFAULT_METHODS, "gradcam", "ig", "occlusion")  # the last three on request: 25-200 passes each
-GRADIENT_METHODS = ("grad-rollout", "gae", "gradcam", "ig", "occlusion")  # one map per target
 SUMMARY_NAME = "explain.json"
 OVERLAY_PIXELS = 224  # small inputs (digits) are enlarged to this for viewing
 
@@ -253,7 +251,8 @@ def write_pictures(
     files: dict[str, str] = {}
     for method, heat in result["maps"].items():
         marks = result["high_norm"][-1] if method == "cls" else None  # artifacts, where the class token may look
-        picture = plot.overlay(pixels, heat.detach().cpu(), size=size, marks=marks)
+        signed = method.split("_", 1)[0] in SIGNED_METHODS  # keys: method[_target]
+        picture = plot.overlay(pixels, heat.detach().cpu(), size=size, marks=marks, signed=signed)
         atomic_write(folder / f"{method}.png", lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
         files[method] = f"{method}.png"
     if result["heads"] is not None and model.attn_pool is not None:

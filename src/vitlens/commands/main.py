@@ -256,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ..bench.contenders import PEERS
     from ..checkpoint.convert import FORMATS
     from ..config import POS_INTERPOLATIONS
+    from ..explain import ATTRIBUTIONS
     from ..training.config import TrainConfig
+    from .methods import DEFAULT_METHODS, METHODS
 
     parser = argparse.ArgumentParser(prog="vitlens", description="A Vision Transformer whose attention you can see.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -291,8 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         action="append",
-        help="cls, rollout, grad-rollout, gae, similarity (the default: all that apply), gradcam, ig, occlusion; "
-        "repeat or comma-separate",
+        help=f"{', '.join(DEFAULT_METHODS)} (the default: all that apply), "
+        f"{', '.join(m for m in METHODS if m not in DEFAULT_METHODS)}; repeat or comma-separate",
     )
     p.add_argument(
         "--region",
@@ -307,7 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write a self-contained HTML attention explorer")
     _add_image_arguments(p)
     p.add_argument(
-        "--method", action="append", default=[], help="more views: gradcam, ig, occlusion; repeat or comma-separate"
+        "--method",
+        action="append",
+        default=[],
+        help=f"more views: {', '.join(ATTRIBUTIONS)}; repeat or comma-separate",
     )
     p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
     p.set_defaults(func=_cmd_report)

@@ -125,13 +125,22 @@ def panel_grid(
 
 # ------------------------------------------------------------ explanation pictures
 def overlay(
-    image: Any, heat: Any, cmap: str = "inferno", alpha: float = 0.5, size: int | None = None, marks: Any = None
+    image: Any,
+    heat: Any,
+    cmap: str | None = None,
+    alpha: float = 0.5,
+    size: int | None = None,
+    marks: Any = None,
+    signed: bool = False,
 ):
     """A PIL image of ``heat`` (gh, gw) — any map on the patch grid — blended over ``image``.
 
     The map is upsampled bilinearly to the image, stretched to [0, 1] and coloured with
-    ``cmap``; ``size`` (pixels of the longer side) enlarges small images for viewing. ``marks``
-    (gh, gw, bool): patches outlined in cyan, e.g. ``explain.high_norm_tokens(...).high[b, -1]``.
+    ``cmap`` (default ``inferno``); ``size`` (pixels of the longer side) enlarges small images for
+    viewing. ``marks`` (gh, gw, bool): patches outlined in cyan, e.g.
+    ``explain.high_norm_tokens(...).high[b, -1]``. ``signed``: a map whose sign means something
+    (LRP, IG, occlusion) — 0 is the middle of the colours (default ``bwr``: red for, blue against),
+    scaled by the largest magnitude.
     """
     import matplotlib
     from PIL import Image
@@ -147,8 +156,11 @@ def overlay(
         )
         base = np.asarray(enlarged, dtype=np.float32) / 255.0
     heat = _resize_heat(heat.numpy(), base.shape[:2])
-    heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
-    coloured = matplotlib.colormaps[cmap](heat)[..., :3]
+    if signed:
+        heat = 0.5 + 0.5 * heat / max(float(np.abs(heat).max()), 1e-12)
+    else:
+        heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
+    coloured = matplotlib.colormaps[cmap or ("bwr" if signed else "inferno")](heat)[..., :3]
     blended = (1 - alpha) * base + alpha * coloured
     picture = Image.fromarray((blended.clip(0, 1) * 255).round().astype(np.uint8))
     if marks is not None:

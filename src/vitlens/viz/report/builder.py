@@ -78,6 +78,23 @@ VIEWS = {
         False,
         "Rollout with heads weighted by the gradient of the chosen target (all layers).",
     ),
+    "attnlrp": View(
+        "attnlrp",
+        "AttnLRP",
+        "none",
+        False,
+        "AttnLRP (Achtibat et al. 2024): how much each patch token adds to the chosen target's score.",
+    ),
+    "cp-lrp": View(
+        "cp-lrp", "CP-LRP", "none", False, "LRP with the attention maps held constant: relevance through the values."
+    ),
+    "chefer2021": View(
+        "chefer2021",
+        "Chefer 2021",
+        "none",
+        False,
+        "Chefer et al. (CVPR 2021): each map's LRP relevance times its gradient, rolled out (all layers).",
+    ),
     "gradcam": View(
         "gradcam", "Grad-CAM", "none", False, "Grad-CAM (the grad-cam package) on the tokens entering the last block."
     ),
@@ -181,7 +198,7 @@ def gradient_maps(
     }
     heats.update({m: explain.ATTRIBUTIONS[m](model, image, target) for m in extra})
     for key, heat in heats.items():
-        heat = heat[0].flatten().clamp_min(0)  # what raises the score (occlusion and IG have signs)
+        heat = heat[0].flatten().clamp_min(0)  # what raises the score (occlusion, IG and LRP have signs)
         out[key] = _rounded(heat / heat.max().clamp_min(1e-12))
     return out
 
