@@ -21,19 +21,7 @@ timm = pytest.importorskip("timm")
 
 MODULES = ("vision_transformer", "deit", "eva", "beit")
 # name -> what the refusal names (a regular expression matched against the error message)
-REFUSED: dict[str, str] = {
-    "vit_base_patch16_18x2_224": "block type ParallelThingsBlock is not supported",
-    "vit_base_patch16_rope_mixed_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-    "vit_base_patch16_rope_mixed_ape_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-    "vit_dlittle_patch16_reg1_gap_256": "timm attention DiffAttention is not supported",
-    "vit_dpwee_patch16_reg1_gap_256": "block type DiffParallelScalingBlock is not supported",
-    "vit_dwee_patch16_reg1_gap_256": "timm attention DiffAttention is not supported",
-    "vit_large_patch16_rope_mixed_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-    "vit_large_patch16_rope_mixed_ape_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-    "vit_small_patch16_18x2_224": "block type ParallelThingsBlock is not supported",
-    "vit_small_patch16_rope_mixed_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-    "vit_small_patch16_rope_mixed_ape_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-}
+REFUSED: dict[str, str] = {}
 ATOL = 1e-5
 
 
@@ -60,17 +48,33 @@ def build(name: str):
 
 
 def last_layer_maps(model, x):
-    """timm's last-layer attention probabilities: the input of its attention dropout, fused kernel off."""
-    attn = getattr(model.blocks[-1], "attn", model.blocks[-1])  # a parallel block is its own attention
-    attn.fused_attn = False
+    """timm's last-layer attention maps, read at the input of its attention dropout, fused kernel off.
+
+    A parallel block is its own attention; a ParallelThingsBlock's branches give their heads side by side;
+    differential attention's two softmax maps per head are combined into the map that multiplies v,
+    A1 - lambda * A2, with timm's own lambda.
+    """
+    block = model.blocks[-1]
+    attns = [branch.attn for branch in block.attns] if hasattr(block, "attns") else [getattr(block, "attn", block)]
     seen = []
-    handle = attn.attn_drop.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    handles = []
+    for attn in attns:
+        attn.fused_attn = False
+        handles.append(attn.attn_drop.register_forward_hook(lambda module, args, out: seen.append(args[0])))
     try:
         logits = model(x)
     finally:
-        handle.remove()
-    assert len(seen) == 1
-    return logits, seen[0]
+        for handle in handles:
+            handle.remove()
+    assert len(seen) == len(attns)
+    if hasattr(attns[0], "lambda_init"):  # differential attention: (B, 2H, N, N) softmax maps, two per head
+        seen = [_differential(m, attn._compute_lambda().type_as(m)) for m, attn in zip(seen, attns)]
+    return logits, torch.cat(seen, dim=1)
+
+
+def _differential(probs, lam):
+    pairs = probs.view(probs.shape[0], -1, 2, *probs.shape[-2:])
+    return pairs[:, :, 0] - lam * pairs[:, :, 1]
 
 
 @pytest.mark.parametrize("name", architectures())
