@@ -132,6 +132,8 @@ def test_any_timm_vit_is_a_model_name(tmp_path):
         "vit_small_patch16_dinov3",
         "vit_pe_core_tiny_patch16_384",
         "vit_base_patch16_rope_reg1_gap_256",
+        "vit_small_patch16_rope_mixed_224",
+        "vit_small_patch16_rope_mixed_ape_224",
     ],
 )
 def test_rotary_embeddings_match_timm_at_other_input_sizes(name):
@@ -193,3 +195,73 @@ def test_a_parallel_block_model_goes_back_to_timm_as_parallel_scaling_blocks():
         assert (theirs(x) - ours(x)).abs().max() <= ATOL
     with pytest.raises(ValueError, match="parallel blocks with a gated MLP"):
         timm_kwargs(cfg.replace(block_type="parallel", mlp_layer="swiglu", act_layer="silu"))
+
+
+NEW_BLOCKS = (
+    "vit_small_patch16_18x2_224",
+    "vit_dwee_patch16_reg1_gap_256",
+    "vit_dpwee_patch16_reg1_gap_256",
+    "vit_small_patch16_rope_mixed_224",
+)
+
+
+@pytest.mark.parametrize("name", NEW_BLOCKS)
+def test_parallel_branches_differential_attention_and_rope_mixed_save_load_and_fuse(name, tmp_path):
+    """Read from timm, the fused kernel (no maps asked) gives the maps path's logits, and a vitlens
+    folder (config.json + weights) loads back to the same config, logits and every layer's maps."""
+    model, size = build(name)
+    ours = vitlens.from_timm(model)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        want = ours(x, return_attention=True)
+        assert (ours(x) - want.logits).abs().max() <= ATOL
+        vitlens.save_pretrained(ours, tmp_path / "m")
+        back = vitlens.load(tmp_path / "m")
+        got = back(x, return_attention=True)
+    assert back.config == ours.config
+    assert torch.equal(got.logits, want.logits)
+    assert all(torch.equal(a, b) for a, b in zip(got.attentions, want.attentions))
+
+
+@pytest.mark.parametrize(
+    "changes, block",
+    [
+        (dict(attn_layer="diff"), "Block"),
+        (dict(attn_layer="diff", block_type="parallel"), "DiffParallelScalingBlock"),
+        (dict(num_parallel=3), "ParallelThingsBlock"),
+        (dict(num_parallel=2, attn_layer="diff"), "ParallelThingsBlock"),
+    ],
+)
+def test_parallel_branches_and_differential_attention_go_back_to_timm(changes, block):
+    """A vitlens model of each new kind builds as timm's ``VisionTransformer`` (``timm_kwargs``) and takes
+    ``to_timm_state_dict``'s weights, giving the same logits; a DiffParallelScalingBlock's one output
+    projection holds the attention's and the MLP's (their biases summed)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from vitlens.checkpoint import timm_kwargs
+
+    cfg = vitlens.ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=3)
+    ours = vitlens.VisionTransformer(cfg.replace(init_values=0.1, **changes)).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+        for b in ours.blocks:
+            if getattr(b, "parallel", False):  # one scale on the sum in timm's parallel blocks: the two agree
+                b.ls2.gamma.copy_(b.ls1.gamma)
+    theirs = VisionTransformer(**timm_kwargs(ours.config)).eval()
+    theirs.load_state_dict(to_timm_state_dict(ours))
+    assert type(theirs.blocks[0]).__name__ == block
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (theirs(x) - ours(x)).abs().max() <= ATOL
+
+
+def test_differential_attention_with_timms_two_scalar_lambda_is_refused():
+    from functools import partial
+
+    from timm.models.vision_transformer import DiffParallelScalingBlock, VisionTransformer
+
+    block = partial(DiffParallelScalingBlock, dual_lambda=True)
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=4, block_fn=block)
+    with pytest.raises(ValueError, match="differential attention with dual_lambda=True is not supported"):
+        vitlens.from_timm(model)
