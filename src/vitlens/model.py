@@ -36,7 +36,9 @@ class ViTOutput:
     """What ``model(images, return_attention=...)`` returns.
 
     ``attentions`` holds one entry per layer: a (B, heads, N, N) tensor of post-softmax,
-    pre-dropout attention probabilities for the layers asked for, ``None`` for the others.
+    pre-dropout attention probabilities for the layers asked for, ``None`` for the others
+    (differential attention gives each head's A1 − λ·A2, the map that multiplies v; a block of
+    parallel branches gives the branches' heads side by side).
     ``features`` are the final-norm tokens (B, N, D) that the head reads. ``pool_attention`` is,
     for a model that pools with an attention pool (``global_pool='map'``), where its query looked:
     (B, pool heads, 1, N) over all N tokens (0 for prefix tokens it does not read); else ``None``.
