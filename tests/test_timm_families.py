@@ -205,6 +205,18 @@ NEW_BLOCKS = (
 )
 
 
+@pytest.mark.parametrize("name", [*NEW_BLOCKS, "vit_pwee_patch16_reg1_gap_256"])
+def test_parallel_and_differential_timm_names_are_model_names(name):
+    """``config_from_timm_name`` (what ``create_model`` builds a timm name from) reads parallel blocks'
+    own tensor names too, and agrees with reading the live model."""
+    from vitlens.checkpoint.timm_format import config_from_timm_name
+
+    model, _ = build(name)
+    fields = ("block_type", "attn_layer", "num_parallel", "rope", "rope_grid_indexing", "num_heads", "init_values")
+    named, read = config_from_timm_name(name), vitlens.from_timm(model).config
+    assert [getattr(named, f) for f in fields] == [getattr(read, f) for f in fields]
+
+
 @pytest.mark.parametrize("name", NEW_BLOCKS)
 def test_parallel_branches_differential_attention_and_rope_mixed_save_load_and_fuse(name, tmp_path):
     """Read from timm, the fused kernel (no maps asked) gives the maps path's logits, and a vitlens

@@ -123,9 +123,7 @@ def config_from_timm_name(name: str, **overrides: Any) -> ViTConfig:
     with torch.device("meta"):
         model = timm.create_model(name if _timm_pretrained_cfg(name) is not None else name.split(".", 1)[0])
     hints = hints_from_timm_module(model)
-    state = dict(model.state_dict())
-    if type(model).__name__ in ("Eva", "Beit"):
-        state, _ = timm_eva.to_vitlens_names(state)
+    state, _ = _vitlens_names(model, dict(model.state_dict()))
     return config_from_state(state, hints, overrides, f"timm {name}", "timm")
 
 
@@ -350,13 +348,18 @@ def _eva_hints(model: nn.Module) -> dict[str, Any]:
 def read_timm_module(model: nn.Module) -> Reading:
     """A live timm ViT's weights under vitlens's names, with what the module says about itself."""
     hints = hints_from_timm_module(model)
-    state = {k: v.detach() for k, v in model.state_dict().items()}
+    state, origin = _vitlens_names(model, {k: v.detach() for k, v in model.state_dict().items()})
+    return Reading(state, f"timm {type(model).__name__}", "timm", hints, origin=origin)
+
+
+def _vitlens_names(model: nn.Module, state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """A timm ViT's tensors under vitlens's names (Eva's and Beit's, parallel blocks' own), and a map back."""
     origin: dict[str, str] = {}
     if type(model).__name__ in ("Eva", "Beit"):
         state, origin = timm_eva.to_vitlens_names(state)
-    if hints.get("block_type") == "parallel":
+    if hasattr(model.blocks[0], "in_split"):  # ParallelScalingBlock, DiffParallelScalingBlock
         state, origin = _from_parallel_names(state, model.blocks[0].in_split[0])
-    return Reading(state, f"timm {type(model).__name__}", "timm", hints, origin=origin)
+    return state, origin
 
 
 # a ParallelScalingBlock's own names -> vitlens's (in_proj and its bias are split: MLP rows first);
