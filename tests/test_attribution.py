@@ -51,6 +51,23 @@ def test_gradcam_equals_the_grad_cam_packages_own_output():
     np.testing.assert_allclose(scale_cam_image(scale_cam_image(ours.numpy(), (20, 20))), theirs, atol=1e-5)
 
 
+def test_gradcam_on_parallel_branches_reads_the_first_branchs_norm():
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = tiny(num_parallel=2)
+    x = torch.randn(1, 3, 20, 20)
+
+    def by_hand(tokens):
+        return tokens[:, 1:].reshape(len(tokens), 5, 5, -1).permute(0, 3, 1, 2)
+
+    with GradCAM(model=model, target_layers=[model.blocks[-1].attns[0].norm], reshape_transform=by_hand) as cam:
+        theirs = cam(input_tensor=x, targets=[ClassifierOutputTarget(3)])
+    ours = explain.gradcam(model, x, target=3)
+    np.testing.assert_allclose(scale_cam_image(scale_cam_image(ours.numpy(), (20, 20))), theirs, atol=1e-5)
+
+
 def test_gradcam_is_the_papers_formula_on_the_tokens():
     model = tiny()
     x = torch.randn(1, 3, 20, 20)

@@ -22,6 +22,10 @@ MODELS = {
     "attention pool": dict(class_token=False, global_pool="map", num_classes=0),
     "rotary": dict(rope="axial", pos_embed="none"),
     "relative bias": dict(rel_pos_bias=True, pos_embed="none"),
+    "differential": dict(attn_layer="diff", qk_norm=True),
+    "differential parallel": dict(attn_layer="diff", block_type="parallel", init_values=0.1),
+    "parallel branches": dict(num_parallel=2, init_values=0.1),
+    "rotary mixed": dict(rope="mixed", pos_embed="none"),
 }
 
 
@@ -41,8 +45,9 @@ def test_query_rows_equal_the_full_maps_rows(name, queries, grad):
     if index.numel() == 0:  # 'cls' or 'prefix' without such tokens: the pool's map is the readout
         assert rows.attentions[0] is None and rows.attentions[2] is None and rows.pool_attention is not None
         return
+    heads = 4 * model.config.num_parallel  # parallel branches: their heads side by side
     for layer in (0, 2):
-        assert rows.attentions[layer].shape == (2, 4, index.numel(), layout.num_tokens)
+        assert rows.attentions[layer].shape == (2, heads, index.numel(), layout.num_tokens)
         torch.testing.assert_close(rows.attentions[layer], full.attentions[layer][:, :, index], atol=1e-6, rtol=0)
 
 
@@ -84,3 +89,18 @@ def test_rollout_of_the_readout_row_equals_rollout(name, fusion, monkeypatch):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="discard_ratio ranks a whole matrix"):
         explain.rollout(model, x, discard_ratio=0.5, rows=True)
+
+
+@pytest.mark.parametrize("name", ["differential", "differential parallel", "parallel branches", "rotary mixed"])
+def test_a_layer_recomputed_for_a_few_rows_gives_those_rows(name):
+    """``run_block(rows=...)``, what bounded-memory explanations recompute: the rows' output and map rows."""
+    model = tiny(**MODELS[name])
+    x = torch.randn(2, 3, 16, 16)
+    grid = model.token_layout(x).grid
+    tokens = model.embed(x)
+    with torch.no_grad():
+        full, maps = model.run_block(1, tokens, grid, need_weights=True)
+        rows = torch.tensor([0, 6, 11])
+        part, part_maps = model.run_block(1, tokens, grid, need_weights=True, rows=rows)
+    torch.testing.assert_close(part, full[:, rows], atol=1e-6, rtol=0)
+    torch.testing.assert_close(part_maps, maps[:, :, rows], atol=1e-6, rtol=0)

@@ -21,19 +21,7 @@ timm = pytest.importorskip("timm")
 
 MODULES = ("vision_transformer", "deit", "eva", "beit")
 # name -> what the refusal names (a regular expression matched against the error message)
-REFUSED: dict[str, str] = {
-    "vit_base_patch16_18x2_224": "block type ParallelThingsBlock is not supported",
-    "vit_base_patch16_rope_mixed_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-    "vit_base_patch16_rope_mixed_ape_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-    "vit_dlittle_patch16_reg1_gap_256": "timm attention DiffAttention is not supported",
-    "vit_dpwee_patch16_reg1_gap_256": "block type DiffParallelScalingBlock is not supported",
-    "vit_dwee_patch16_reg1_gap_256": "timm attention DiffAttention is not supported",
-    "vit_large_patch16_rope_mixed_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-    "vit_large_patch16_rope_mixed_ape_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-    "vit_small_patch16_18x2_224": "block type ParallelThingsBlock is not supported",
-    "vit_small_patch16_rope_mixed_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-    "vit_small_patch16_rope_mixed_ape_224": "rotary embedding RotaryEmbeddingMixed is not supported",
-}
+REFUSED: dict[str, str] = {}
 ATOL = 1e-5
 
 
@@ -60,17 +48,33 @@ def build(name: str):
 
 
 def last_layer_maps(model, x):
-    """timm's last-layer attention probabilities: the input of its attention dropout, fused kernel off."""
-    attn = getattr(model.blocks[-1], "attn", model.blocks[-1])  # a parallel block is its own attention
-    attn.fused_attn = False
+    """timm's last-layer attention maps, read at the input of its attention dropout, fused kernel off.
+
+    A parallel block is its own attention; a ParallelThingsBlock's branches give their heads side by side;
+    differential attention's two softmax maps per head are combined into the map that multiplies v,
+    A1 - lambda * A2, with timm's own lambda.
+    """
+    block = model.blocks[-1]
+    attns = [branch.attn for branch in block.attns] if hasattr(block, "attns") else [getattr(block, "attn", block)]
     seen = []
-    handle = attn.attn_drop.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    handles = []
+    for attn in attns:
+        attn.fused_attn = False
+        handles.append(attn.attn_drop.register_forward_hook(lambda module, args, out: seen.append(args[0])))
     try:
         logits = model(x)
     finally:
-        handle.remove()
-    assert len(seen) == 1
-    return logits, seen[0]
+        for handle in handles:
+            handle.remove()
+    assert len(seen) == len(attns)
+    if hasattr(attns[0], "lambda_init"):  # differential attention: (B, 2H, N, N) softmax maps, two per head
+        seen = [_differential(m, attn._compute_lambda().type_as(m)) for m, attn in zip(seen, attns)]
+    return logits, torch.cat(seen, dim=1)
+
+
+def _differential(probs, lam):
+    pairs = probs.view(probs.shape[0], -1, 2, *probs.shape[-2:])
+    return pairs[:, :, 0] - lam * pairs[:, :, 1]
 
 
 @pytest.mark.parametrize("name", architectures())
@@ -128,6 +132,8 @@ def test_any_timm_vit_is_a_model_name(tmp_path):
         "vit_small_patch16_dinov3",
         "vit_pe_core_tiny_patch16_384",
         "vit_base_patch16_rope_reg1_gap_256",
+        "vit_small_patch16_rope_mixed_224",
+        "vit_small_patch16_rope_mixed_ape_224",
     ],
 )
 def test_rotary_embeddings_match_timm_at_other_input_sizes(name):
@@ -189,3 +195,85 @@ def test_a_parallel_block_model_goes_back_to_timm_as_parallel_scaling_blocks():
         assert (theirs(x) - ours(x)).abs().max() <= ATOL
     with pytest.raises(ValueError, match="parallel blocks with a gated MLP"):
         timm_kwargs(cfg.replace(block_type="parallel", mlp_layer="swiglu", act_layer="silu"))
+
+
+NEW_BLOCKS = (
+    "vit_small_patch16_18x2_224",
+    "vit_dwee_patch16_reg1_gap_256",
+    "vit_dpwee_patch16_reg1_gap_256",
+    "vit_small_patch16_rope_mixed_224",
+)
+
+
+@pytest.mark.parametrize("name", [*NEW_BLOCKS, "vit_pwee_patch16_reg1_gap_256"])
+def test_parallel_and_differential_timm_names_are_model_names(name):
+    """``config_from_timm_name`` (what ``create_model`` builds a timm name from) reads parallel blocks'
+    own tensor names too, and agrees with reading the live model."""
+    from vitlens.checkpoint.timm_format import config_from_timm_name
+
+    model, _ = build(name)
+    fields = ("block_type", "attn_layer", "num_parallel", "rope", "rope_grid_indexing", "num_heads", "init_values")
+    named, read = config_from_timm_name(name), vitlens.from_timm(model).config
+    assert [getattr(named, f) for f in fields] == [getattr(read, f) for f in fields]
+
+
+@pytest.mark.parametrize("name", NEW_BLOCKS)
+def test_parallel_branches_differential_attention_and_rope_mixed_save_load_and_fuse(name, tmp_path):
+    """Read from timm, the fused kernel (no maps asked) gives the maps path's logits, and a vitlens
+    folder (config.json + weights) loads back to the same config, logits and every layer's maps."""
+    model, size = build(name)
+    ours = vitlens.from_timm(model)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        want = ours(x, return_attention=True)
+        assert (ours(x) - want.logits).abs().max() <= ATOL
+        vitlens.save_pretrained(ours, tmp_path / "m")
+        back = vitlens.load(tmp_path / "m")
+        got = back(x, return_attention=True)
+    assert back.config == ours.config
+    assert torch.equal(got.logits, want.logits)
+    assert all(torch.equal(a, b) for a, b in zip(got.attentions, want.attentions))
+
+
+@pytest.mark.parametrize(
+    "changes, block",
+    [
+        (dict(attn_layer="diff"), "Block"),
+        (dict(attn_layer="diff", block_type="parallel"), "DiffParallelScalingBlock"),
+        (dict(num_parallel=3), "ParallelThingsBlock"),
+        (dict(num_parallel=2, attn_layer="diff"), "ParallelThingsBlock"),
+    ],
+)
+def test_parallel_branches_and_differential_attention_go_back_to_timm(changes, block):
+    """A vitlens model of each new kind builds as timm's ``VisionTransformer`` (``timm_kwargs``) and takes
+    ``to_timm_state_dict``'s weights, giving the same logits; a DiffParallelScalingBlock's one output
+    projection holds the attention's and the MLP's (their biases summed)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from vitlens.checkpoint import timm_kwargs
+
+    cfg = vitlens.ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=3)
+    ours = vitlens.VisionTransformer(cfg.replace(init_values=0.1, **changes)).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+        for b in ours.blocks:
+            if getattr(b, "parallel", False):  # one scale on the sum in timm's parallel blocks: the two agree
+                b.ls2.gamma.copy_(b.ls1.gamma)
+    theirs = VisionTransformer(**timm_kwargs(ours.config)).eval()
+    theirs.load_state_dict(to_timm_state_dict(ours))
+    assert type(theirs.blocks[0]).__name__ == block
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (theirs(x) - ours(x)).abs().max() <= ATOL
+
+
+def test_differential_attention_with_timms_two_scalar_lambda_is_refused():
+    from functools import partial
+
+    from timm.models.vision_transformer import DiffParallelScalingBlock, VisionTransformer
+
+    block = partial(DiffParallelScalingBlock, dual_lambda=True)
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=4, block_fn=block)
+    with pytest.raises(ValueError, match="differential attention with dual_lambda=True is not supported"):
+        vitlens.from_timm(model)

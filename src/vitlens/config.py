@@ -22,7 +22,8 @@ ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
 MLP_LAYERS = ("mlp", "swiglu_packed", "swiglu")
 NORMS = ("layernorm", "rmsnorm", "none")
 BLOCK_TYPES = ("pre_norm", "post_norm", "parallel")
-ROPES = ("none", "axial", "dinov3")
+ATTN_LAYERS = ("attn", "diff")
+ROPES = ("none", "axial", "dinov3", "mixed")
 ROPE_NORMALIZATIONS = ("separate", "min", "max")
 POS_INTERPOLATIONS = ("timm", "hf", "torchvision")
 CROP_MODES = ("center", "squash", "border")
@@ -42,6 +43,11 @@ class ViTConfig:
     norm (only the seed model wants that). ``block_type='post_norm'`` normalizes each branch's output
     instead of its input (timm's ``ResPostBlock``); ``'parallel'`` runs attention and MLP side by side
     on one norm of the input, x + attn(n(x)) + mlp(n(x)) (ViT-22B; timm's ``ParallelScalingBlock``).
+    ``num_parallel`` > 1 gives a pre-norm block that many attention branches, then as many MLP
+    branches, each with its own norm and layer scale, summed (timm's ``ParallelThingsBlock``; its maps
+    are the branches' heads side by side). ``attn_layer='diff'`` is differential attention (timm's
+    ``DiffAttention``; see :class:`vitlens.layers.DiffAttention` for what its maps are).
+    ``rope='mixed'`` is RoPE-Mixed: rotary frequencies learned per block and head (``rope.freqs``).
     ``global_pool='map'`` pools with a learned query
     attending over the tokens (SigLIP's attention pool); its maps come back as ``pool_attention``;
     ``'token_avg'`` feeds the head the class token and the patch mean side by side (DINOv2's linear
@@ -75,6 +81,7 @@ class ViTConfig:
     attn_norm: bool = False
     proj_bias: bool = True
     head_dim: int | None = None
+    attn_layer: str = "attn"
     num_kv_heads: int | tuple[int, ...] | None = None
     class_token: bool = True
     global_pool: str = "token"
@@ -107,6 +114,7 @@ class ViTConfig:
     norm_layer: str = "layernorm"
     norm_eps: float = 1e-6
     block_type: str = "pre_norm"
+    num_parallel: int = 1
     patch_bias: bool = True
     patch_norm: bool = False
     pool_include_prefix: bool = False
@@ -146,6 +154,7 @@ class ViTConfig:
         choice("mlp_layer", MLP_LAYERS)
         choice("norm_layer", NORMS)
         choice("block_type", BLOCK_TYPES)
+        choice("attn_layer", ATTN_LAYERS)
         choice("rope", ROPES)
         choice("rope_grid_indexing", ("ij", "xy"))
         choice("rope_normalize", ROPE_NORMALIZATIONS)
@@ -169,6 +178,9 @@ class ViTConfig:
             raise ValueError("rel_pos_bias (BEiT's) has a slot for one class token and no other prefix token")
         if self.rope != "none" and self.attn_head_dim % 4:
             raise ValueError(f"rotary embeddings need a head width divisible by 4, got {self.attn_head_dim}")
+        if self.rope == "mixed" and self.rope_rotate_half:
+            raise ValueError("rope='mixed' pairs neighbouring channels: it needs rope_rotate_half=False")
+        self._validate_branches()
         if self.head_dim is None and self.embed_dim % self.num_heads:
             raise ValueError(
                 f"ViTConfig.embed_dim ({self.embed_dim}) must be divisible by num_heads "
@@ -199,6 +211,37 @@ class ViTConfig:
             raise ValueError(f"ViTConfig.img_size {self.img_hw} is smaller than one {self.patch_size}-pixel patch")
         if self.mlp_layer == "swiglu_packed" and self.hidden_dim % 2:
             raise ValueError(f"mlp_layer='swiglu_packed' packs two halves: hidden width {self.hidden_dim} must be even")
+
+    def _validate_branches(self) -> None:
+        """Parallel branches and differential attention: the combinations that exist (timm's)."""
+        if self.num_parallel < 1:
+            raise ValueError(f"ViTConfig.num_parallel must be >= 1, got {self.num_parallel}")
+        if self.num_parallel > 1 and self.block_type != "pre_norm":
+            raise ValueError(
+                f"num_parallel > 1 (parallel branches) needs block_type='pre_norm', got {self.block_type!r}"
+            )
+        if self.attn_layer != "diff":
+            return
+        other = [
+            name
+            for name, present in (
+                ("rotary embeddings", self.rope != "none"),
+                ("a relative position bias", self.rel_pos_bias),
+                ("grouped key/value heads", self.num_kv_heads is not None),
+                ("head_dim", self.head_dim is not None),
+                ("q and v biases without a k bias", not self.k_bias),
+                ("separate q, k and v projections", not self.qkv_fused),
+                ("post-norm blocks", self.block_type == "post_norm"),
+            )
+            if present
+        ]
+        if other:
+            raise ValueError(f"attn_layer='diff' (differential attention) does not take {', '.join(other)}")
+        if self.embed_dim % (2 * self.num_heads):
+            raise ValueError(
+                f"attn_layer='diff' splits each head's queries and keys in two: embed_dim ({self.embed_dim}) "
+                f"must be divisible by 2 * num_heads ({2 * self.num_heads})"
+            )
 
     # ------------------------------------------------------------ derived values
     @property

@@ -16,7 +16,16 @@ import torch
 from torch import Tensor, nn
 
 from .config import ViTConfig
-from .layers import AttentionPool, Block, PatchEmbed, make_norm, resample_pos_embed, rope_sin_cos, sincos_2d
+from .layers import (
+    AttentionPool,
+    MixedRope,
+    PatchEmbed,
+    make_block,
+    make_norm,
+    resample_pos_embed,
+    rope_sin_cos,
+    sincos_2d,
+)
 
 AttentionRequest = Union[bool, int, Sequence[int]]
 QueryRequest = Union[str, int, Sequence[int], Tensor]  # "all" | "cls" | "prefix" | token indices
@@ -27,7 +36,9 @@ class ViTOutput:
     """What ``model(images, return_attention=...)`` returns.
 
     ``attentions`` holds one entry per layer: a (B, heads, N, N) tensor of post-softmax,
-    pre-dropout attention probabilities for the layers asked for, ``None`` for the others.
+    pre-dropout attention probabilities for the layers asked for, ``None`` for the others
+    (differential attention gives each head's A1 − λ·A2, the map that multiplies v; a block of
+    parallel branches gives the branches' heads side by side).
     ``features`` are the final-norm tokens (B, N, D) that the head reads. ``pool_attention`` is,
     for a model that pools with an attention pool (``global_pool='map'``), where its query looked:
     (B, pool heads, 1, N) over all N tokens (0 for prefix tokens it does not read); else ``None``.
@@ -128,7 +139,8 @@ class VisionTransformer(nn.Module):
         self.norm_pre = make_norm(c.norm_layer, D, c.norm_eps) if c.pre_norm else nn.Identity()
 
         drop_path = torch.linspace(0, c.drop_path_rate, c.depth, device="cpu").tolist()  # also under meta
-        self.blocks = nn.ModuleList(Block(c, i, drop_path=drop_path[i]) for i in range(c.depth))
+        self.blocks = nn.ModuleList(make_block(c, i, drop_path=drop_path[i]) for i in range(c.depth))
+        self.rope = MixedRope(c) if c.rope == "mixed" else None  # learned rotary frequencies (RoPE-Mixed)
         # timm's rule: the final norm sits after the pooling (fc_norm) or before it (norm), or nowhere
         self.norm = make_norm(c.norm_layer, D, c.norm_eps) if c.final_norm and not c.use_fc_norm else nn.Identity()
         self.fc_norm = make_norm(c.norm_layer, D, c.norm_eps) if c.final_norm and c.use_fc_norm else nn.Identity()
@@ -225,20 +237,23 @@ class VisionTransformer(nn.Module):
             keep = (False,) * self.depth  # no such query token in this model: no rows to give
         rows = None if rows is None else rows.to(images.device)
         x = self.embed(images)
-        rope = self._rope_for(layout.grid)
+        shared = self._rope_for(layout.grid) if self.rope is None else None  # RoPE-Mixed: each block its own
         for i, block in enumerate(self.blocks):
+            rope = shared if self.rope is None else self._rope_for(layout.grid, i)
             x, weights = block(x, need_weights=keep[i], rope=rope, queries=rows)
             step = BlockOutput(i, x, weights)
             del weights
             yield step
             step.attention = None  # released before the next block runs: streamed maps never pile up
 
-    def _rope_for(self, grid: tuple[int, int]) -> tuple[Tensor, Tensor] | None:
-        """The rotary embedding's (sin, cos) for this patch grid, on the model's device and dtype."""
+    def _rope_for(self, grid: tuple[int, int], index: int = 0) -> tuple[Tensor, Tensor] | None:
+        """The rotary embedding's (sin, cos) for this patch grid, on the model's device and dtype; with
+        RoPE-Mixed, block ``index``'s (one per head)."""
         if self.config.rope == "none":
             return None
         weight = self.patch_embed.proj.weight
-        return tuple(t.to(weight.device, weight.dtype) for t in rope_sin_cos(self.config, grid))
+        sin_cos = rope_sin_cos(self.config, grid) if self.rope is None else self.rope.sin_cos(grid, index)
+        return tuple(t.to(weight.device, weight.dtype) for t in sin_cos)
 
     def forward_features(self, images: Tensor) -> Tensor:
         """Tokens after the last block and the final norm, (B, N, D), as in timm."""
@@ -333,7 +348,7 @@ class VisionTransformer(nn.Module):
         """Block ``index`` on its input ``tokens`` for a ``grid`` of patches, as :meth:`iter_blocks` runs it:
         for code that recomputes one layer (bounded-memory explanations). ``rows``: the output (and map
         rows) of those tokens only."""
-        return self.blocks[index](tokens, need_weights=need_weights, rope=self._rope_for(grid), rows=rows)
+        return self.blocks[index](tokens, need_weights=need_weights, rope=self._rope_for(grid, index), rows=rows)
 
     def forward_intermediates(
         self,

@@ -18,6 +18,16 @@ from ..config import PRESETS, ViTConfig
 from .files import CheckpointError
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
+# a multi-branch block's first branches (timm's ParallelThingsBlock) under a plain block's names
+_FIRST_BRANCH = re.compile(r"^(blocks\.\d+\.)((?:attns|ffns)\.0\.(?:norm|attn|ls|mlp))\.")
+_BRANCH_AS = {
+    "attns.0.norm": "norm1",
+    "attns.0.attn": "attn",
+    "attns.0.ls": "ls1",
+    "ffns.0.norm": "norm2",
+    "ffns.0.mlp": "mlp",
+    "ffns.0.ls": "ls2",
+}
 
 
 def _need(state: dict[str, Tensor], key: str, where: str, source_key: str | None = None) -> Tensor:
@@ -60,8 +70,20 @@ def _size_of(grid: tuple[int, int], hint: Any, patch: int) -> int | tuple[int, i
     return grid[0] * patch if grid[0] == grid[1] else (grid[0] * patch, grid[1] * patch)
 
 
+def _through_first_branch(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with a multi-branch model's first branches also under a plain block's names
+    (``blocks.i.attns.0.attn.*`` as ``blocks.i.attn.*``...), so that one set of rules reads both."""
+    aliases = {}
+    for key, value in state.items():
+        if m := _FIRST_BRANCH.match(key):
+            aliases[m.group(1) + _BRANCH_AS[m.group(2)] + key[m.end(2) :]] = value
+    return {**state, **aliases}
+
+
 def shape_facts(state: dict[str, Tensor], hints: dict[str, Any], where: str) -> dict[str, Any]:
     """Config fields that the tensors themselves determine."""
+    branches = len({k.split(".")[3] for k in state if k.startswith("blocks.0.attns.")})
+    state = _through_first_branch(state) if branches else state
     proj = _need(state, "patch_embed.proj.weight", where)
     if proj.dim() != 4 or proj.shape[2] != proj.shape[3]:
         raise CheckpointError(
@@ -86,6 +108,8 @@ def shape_facts(state: dict[str, Tensor], hints: dict[str, Any], where: str) -> 
         k_bias="blocks.0.attn.q_bias" not in state,  # q and v biases without a key bias (EVA, BEiT)
         rel_pos_bias="blocks.0.attn.relative_position_bias_table" in state,
         qk_norm="blocks.0.attn.q_norm.weight" in state,
+        attn_layer="diff" if "blocks.0.attn.lambda_q1" in state else "attn",  # differential attention's λ
+        num_parallel=max(branches, 1),
         attn_norm="blocks.0.attn.norm.weight" in state,
         proj_bias="blocks.0.attn.proj.bias" in state,
         mlp_norm="blocks.0.mlp.norm.weight" in state,

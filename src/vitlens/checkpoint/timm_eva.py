@@ -26,13 +26,16 @@ def rope_hints(rope: nn.Module | None, attn: nn.Module) -> dict[str, Any]:
     if rope is None:
         return {"rope": "none"}
     kind = type(rope).__name__
-    if kind not in ("RotaryEmbeddingCat", "RotaryEmbeddingDinoV3"):
+    if kind not in ("RotaryEmbeddingCat", "RotaryEmbeddingDinoV3", "RotaryEmbeddingMixed"):
         raise ValueError(
-            f"timm rotary embedding {kind} is not supported (RotaryEmbeddingCat and RotaryEmbeddingDinoV3 are)"
+            f"timm rotary embedding {kind} is not supported "
+            "(RotaryEmbeddingCat, RotaryEmbeddingDinoV3 and RotaryEmbeddingMixed are)"
         )
     half = bool(getattr(rope, "rotate_half", False))
     if half != bool(getattr(attn, "rotate_half", False)):
         raise ValueError("timm Eva whose rotary embedding and attention disagree on the rotation layout")
+    if kind == "RotaryEmbeddingMixed":  # learned frequencies (rope.freqs) on integer coordinates
+        return dict(rope="mixed", rope_temperature=float(rope.temperature), rope_grid_indexing=rope.grid_indexing)
     common = dict(
         rope_grid_offset=float(rope.grid_offset), rope_grid_indexing=rope.grid_indexing, rope_rotate_half=half
     )

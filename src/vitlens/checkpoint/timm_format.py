@@ -123,9 +123,7 @@ def config_from_timm_name(name: str, **overrides: Any) -> ViTConfig:
     with torch.device("meta"):
         model = timm.create_model(name if _timm_pretrained_cfg(name) is not None else name.split(".", 1)[0])
     hints = hints_from_timm_module(model)
-    state = dict(model.state_dict())
-    if type(model).__name__ in ("Eva", "Beit"):
-        state, _ = timm_eva.to_vitlens_names(state)
+    state, _ = _vitlens_names(model, dict(model.state_dict()))
     return config_from_state(state, hints, overrides, f"timm {name}", "timm")
 
 
@@ -208,9 +206,8 @@ def hints_from_timm_module(model: nn.Module) -> dict[str, Any]:
             f"timm patch embedding {type(model.patch_embed).__name__} (a convolutional stem or hybrid backbone) "
             "is not supported; vitlens cuts images into patches with one linear projection (PatchEmbed)"
         )
-    block = model.blocks[0]
-    parallel = hints.get("block_type") == "parallel"
-    norm, eps = _norm(block.in_norm if parallel else block.norm1)
+    norm_module, mlp = _norm_and_mlp(model.blocks[0])
+    norm, eps = _norm(norm_module)
     img = model.patch_embed.img_size
     hints.update(
         norm_layer=norm,
@@ -219,7 +216,7 @@ def hints_from_timm_module(model: nn.Module) -> dict[str, Any]:
         fc_norm=not isinstance(model.fc_norm, nn.Identity),
         no_embed_class=bool(getattr(model, "no_embed_class", False)),
         img_size=int(img[0]) if img[0] == img[1] else (int(img[0]), int(img[1])),
-        **({} if parallel else _mlp(block.mlp)),
+        **({} if mlp is None else _mlp(mlp)),
     )
     if model.global_pool not in ("token", "avg", "map"):
         raise ValueError(
@@ -239,14 +236,50 @@ def hints_from_timm_module(model: nn.Module) -> dict[str, Any]:
     return hints
 
 
+def _norm_and_mlp(block: nn.Module) -> tuple[nn.Module, nn.Module | None]:
+    """A timm block's (first) input norm and MLP module; no MLP module for a parallel block (its MLP is
+    parts of its own projections)."""
+    if hasattr(block, "in_norm"):  # ParallelScalingBlock, DiffParallelScalingBlock
+        return block.in_norm, None
+    if hasattr(block, "attns"):  # ParallelThingsBlock: every branch is built alike
+        return block.attns[0].norm, block.ffns[0].mlp
+    return block.norm1, block.mlp
+
+
+def _attention_hints(attn: nn.Module) -> dict[str, Any]:
+    """``attn_layer`` of a timm ``VisionTransformer``'s attention; refused by name when vitlens has none."""
+    kind = type(attn).__name__
+    if kind == "DiffAttention":
+        _refuse_dual_lambda(attn)
+        return {"attn_layer": "diff"}
+    if kind != "Attention":
+        raise ValueError(f"timm attention {kind} is not supported (Attention and DiffAttention are)")
+    return {"attn_layer": "attn"}
+
+
+def _refuse_dual_lambda(module: nn.Module) -> None:
+    """Differential attention (``DiffAttention``, ``DiffParallelScalingBlock``) with λ from two scalars is
+    timm's own variant; vitlens has the paper's λ (four vectors)."""
+    if module.dual_lambda:
+        raise ValueError("timm differential attention with dual_lambda=True is not supported (the paper's λ is)")
+
+
 def _parallel_hints(block: nn.Module) -> dict[str, Any]:
-    """What a timm ``ParallelScalingBlock`` says beyond its tensors (its norm and MLP are its own)."""
-    if block.out_proj is not None:
+    """What a timm ``ParallelScalingBlock`` or ``DiffParallelScalingBlock`` says beyond its tensors (its norm
+    and MLP are its own); the latter's one output projection over [attention, MLP] is read as two."""
+    diff = type(block).__name__ == "DiffParallelScalingBlock"
+    if block.out_proj is not None and not diff:
         raise ValueError(
             "timm ParallelScalingBlock with fuse_out_proj=True is not supported (separate projections are)"
         )
+    if diff:
+        _refuse_dual_lambda(block)
     hints: dict[str, Any] = dict(
-        num_heads=int(block.num_heads), block_type="parallel", mlp_layer="mlp", act_layer=_activation(block.mlp_act)
+        num_heads=int(block.num_heads),
+        block_type="parallel",
+        attn_layer="diff" if diff else "attn",
+        mlp_layer="mlp",
+        act_layer=_activation(block.mlp_act),
     )
     if not isinstance(block.ls, nn.Identity):
         hints["init_values"] = 1e-5
@@ -255,20 +288,28 @@ def _parallel_hints(block: nn.Module) -> dict[str, Any]:
 
 def _vision_transformer_hints(model: nn.Module) -> dict[str, Any]:
     block = model.blocks[0]
-    if type(block).__name__ == "ParallelScalingBlock":
-        return {**_parallel_hints(block), "pool_include_prefix": bool(getattr(model, "pool_include_prefix", False))}
+    pool_include_prefix = bool(getattr(model, "pool_include_prefix", False))
+    if type(block).__name__ in ("ParallelScalingBlock", "DiffParallelScalingBlock"):
+        return {**_parallel_hints(block), "pool_include_prefix": pool_include_prefix}
+    if type(block).__name__ == "ParallelThingsBlock":
+        branch = block.attns[0]
+        hints = dict(
+            num_heads=int(branch.attn.num_heads), num_parallel=len(block.attns), **_attention_hints(branch.attn)
+        )
+        if not isinstance(branch.ls, nn.Identity):
+            hints["init_values"] = 1e-5
+        return {**hints, "pool_include_prefix": pool_include_prefix}
     block_types = {"Block": "pre_norm", "ResPostBlock": "post_norm"}
     if type(block).__name__ not in block_types:
         raise ValueError(
             f"timm block type {type(block).__name__} is not supported "
-            "(Block, ResPostBlock and ParallelScalingBlock are)"
+            "(Block, ResPostBlock, ParallelScalingBlock, DiffParallelScalingBlock and ParallelThingsBlock are)"
         )
-    if type(block.attn).__name__ != "Attention":
-        raise ValueError(f"timm attention {type(block.attn).__name__} is not supported (Attention is)")
     hints: dict[str, Any] = dict(
         num_heads=int(block.attn.num_heads),
         block_type=block_types[type(block).__name__],
-        pool_include_prefix=bool(getattr(model, "pool_include_prefix", False)),
+        pool_include_prefix=pool_include_prefix,
+        **_attention_hints(block.attn),
     )
     if hints["block_type"] == "pre_norm" and not isinstance(block.ls1, nn.Identity):
         hints["init_values"] = 1e-5
@@ -307,27 +348,39 @@ def _eva_hints(model: nn.Module) -> dict[str, Any]:
 def read_timm_module(model: nn.Module) -> Reading:
     """A live timm ViT's weights under vitlens's names, with what the module says about itself."""
     hints = hints_from_timm_module(model)
-    state = {k: v.detach() for k, v in model.state_dict().items()}
-    origin: dict[str, str] = {}
-    if type(model).__name__ in ("Eva", "Beit"):
-        state, origin = timm_eva.to_vitlens_names(state)
-    if hints.get("block_type") == "parallel":
-        state, origin = _from_parallel_names(state, model.blocks[0].in_split[0])
+    state, origin = _vitlens_names(model, {k: v.detach() for k, v in model.state_dict().items()})
     return Reading(state, f"timm {type(model).__name__}", "timm", hints, origin=origin)
 
 
-# a ParallelScalingBlock's own names -> vitlens's (in_proj and its bias are split: MLP rows first)
+def _vitlens_names(model: nn.Module, state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """A timm ViT's tensors under vitlens's names (Eva's and Beit's, parallel blocks' own), and a map back."""
+    origin: dict[str, str] = {}
+    if type(model).__name__ in ("Eva", "Beit"):
+        state, origin = timm_eva.to_vitlens_names(state)
+    if hasattr(model.blocks[0], "in_split"):  # ParallelScalingBlock, DiffParallelScalingBlock
+        state, origin = _from_parallel_names(state, model.blocks[0].in_split[0])
+    return state, origin
+
+
+# a ParallelScalingBlock's own names -> vitlens's (in_proj and its bias are split: MLP rows first);
+# a DiffParallelScalingBlock adds its differential attention's λ vectors and sub-norm
 _PARALLEL = {
     "in_norm": "norm1",
     "q_norm": "attn.q_norm",
     "k_norm": "attn.k_norm",
     "attn_out_proj": "attn.proj",
     "mlp_out_proj": "mlp.fc2",
+    "sub_norm": "attn.sub_norm",
+    **{f"lambda_{v}": f"attn.lambda_{v}" for v in ("q1", "k1", "q2", "k2")},
 }
 
 
 def _from_parallel_names(state: dict[str, Tensor], hidden: int) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """timm ``ParallelScalingBlock`` tensors under vitlens's names: one in_proj is the MLP's fc1 and the qkv."""
+    """timm ``ParallelScalingBlock`` tensors under vitlens's names: one in_proj is the MLP's fc1 and the qkv.
+
+    A ``DiffParallelScalingBlock``'s one ``out_proj`` over [attention, MLP] becomes the attention's
+    projection (with the bias) and the MLP's fc2 (a zero bias): the same sum.
+    """
     out: dict[str, Tensor] = {}
     origin: dict[str, str] = {}
     for key, value in state.items():
@@ -337,29 +390,40 @@ def _from_parallel_names(state: dict[str, Tensor], hidden: int) -> tuple[dict[st
             continue
         block, part, rest = m.groups()
         if part == "in_proj":
-            for name, piece in (("mlp.fc1", value[:hidden]), ("attn.qkv", value[hidden:])):
-                out[f"{block}.{name}.{rest}"], origin[f"{block}.{name}.{rest}"] = piece, key
+            pieces = (("mlp.fc1", value[:hidden]), ("attn.qkv", value[hidden:]))
         elif part == "mlp_bias":
-            out[f"{block}.mlp.fc1.bias"], origin[f"{block}.mlp.fc1.bias"] = value, key
+            pieces = (("mlp.fc1", value),)
         elif part == "ls":  # one layer scale on the sum: the same scale on each branch
-            for name in ("ls1", "ls2"):
-                out[f"{block}.{name}.{rest}"], origin[f"{block}.{name}.{rest}"] = value, key
+            pieces = (("ls1", value), ("ls2", value))
+        elif part == "out_proj" and rest == "weight":  # columns: the attention's heads, then the MLP's units
+            dim = value.shape[0]
+            pieces = (("attn.proj", value[:, :dim]), ("mlp.fc2", value[:, dim:]))
+        elif part == "out_proj":
+            pieces = (("attn.proj", value), ("mlp.fc2", torch.zeros_like(value)))
         else:
-            new = f"{block}.{_PARALLEL.get(part, part)}" + (f".{rest}" if rest else "")
-            out[new], origin[new] = value, key
+            pieces = ((_PARALLEL.get(part, part), value),)
+        for name, piece in pieces:
+            new = f"{block}.{name}.{'bias' if part == 'mlp_bias' else rest}".rstrip(".")
+            out[new], origin[new] = piece, key
     return out, origin
 
 
 def _to_parallel_names(state: dict[str, Tensor], config: ViTConfig) -> dict[str, Tensor]:
-    """vitlens's parallel blocks under timm's ``ParallelScalingBlock`` names (the inverse of the above)."""
+    """vitlens's parallel blocks under timm's ``ParallelScalingBlock`` names, or ``DiffParallelScalingBlock``'s
+    for differential attention (the inverse of the above)."""
     back = {v: k for k, v in _PARALLEL.items()}
+    fused = config.attn_layer == "diff"  # one output projection
     out: dict[str, Tensor] = {}
     for key, value in state.items():
-        m = re.fullmatch(r"(blocks\.\d+)\.(norm1|attn\.q_norm|attn\.k_norm|attn\.proj|mlp\.fc2|ls2)\.(.+)", key)
+        m = re.fullmatch(r"(blocks\.\d+)\.(.+?)(?:\.(weight|bias|gamma))?", key)
         if m is None:
             out[key] = value
-        elif m.group(2) != "ls2":  # ls2 equals ls1, which becomes the one scale
-            out[f"{m.group(1)}.{back[m.group(2)]}.{m.group(3)}"] = value
+            continue
+        block, part, leaf = m.groups()
+        if part == "ls2":  # ls2 equals ls1, which becomes the one scale
+            continue
+        name = part if fused and part in ("attn.proj", "mlp.fc2") else back.get(part, part)
+        out[f"{block}.{name}" + (f".{leaf}" if leaf else "")] = value
     for i in range(config.depth):
         block = f"blocks.{i}"
         fc1, qkv = out.pop(f"{block}.mlp.fc1.weight"), out.pop(f"{block}.attn.qkv.weight")
@@ -371,6 +435,12 @@ def _to_parallel_names(state: dict[str, Tensor], config: ViTConfig) -> dict[str,
             out[f"{block}.mlp_bias"] = fc1_bias
         if f"{block}.ls1.gamma" in out:
             out[f"{block}.ls.gamma"] = out.pop(f"{block}.ls1.gamma")
+        if fused:
+            weights = [out.pop(f"{block}.{n}.weight") for n in ("attn.proj", "mlp.fc2")]
+            out[f"{block}.out_proj.weight"] = torch.cat(weights, dim=1)
+            biases = [out.pop(f"{block}.{n}.bias", None) for n in ("attn.proj", "mlp.fc2")]
+            if biases[0] is not None:
+                out[f"{block}.out_proj.bias"] = biases[0] + biases[1]
     return out
 
 
@@ -411,7 +481,13 @@ def timm_kwargs(config: ViTConfig) -> dict[str, Any]:
     from functools import partial
 
     from timm.layers import Mlp, RmsNorm, SwiGLU, SwiGLUPacked
-    from timm.models.vision_transformer import Block, ParallelScalingBlock, ResPostBlock
+    from timm.models.vision_transformer import (
+        Block,
+        DiffParallelScalingBlock,
+        ParallelScalingBlock,
+        ParallelThingsBlock,
+        ResPostBlock,
+    )
 
     c = config
     problems = [
@@ -470,6 +546,12 @@ def timm_kwargs(config: ViTConfig) -> dict[str, Any]:
         mlp_layer=mlp,
         block_fn={"pre_norm": Block, "post_norm": ResPostBlock, "parallel": ParallelScalingBlock}[c.block_type],
     )
+    if c.block_type == "parallel" and c.attn_layer == "diff":
+        kwargs["block_fn"] = DiffParallelScalingBlock
+    elif c.attn_layer == "diff":
+        kwargs["attn_layer"] = "diff"
+    if c.num_parallel > 1:
+        kwargs["block_fn"] = partial(ParallelThingsBlock, num_parallel=c.num_parallel)
     if c.patch_norm:
         kwargs["embed_norm_layer"] = norm
     return kwargs

@@ -90,9 +90,17 @@ def gradcam(
     block = model.blocks[layer]
     with eval_mode(model):
         scores, classes = _scores_and_classes(model, images, target)
-        with on_grid(model=scores, target_layers=[block.norm1], reshape_transform=_tokens_to_grid(layout)) as cam:
+        with on_grid(
+            model=scores, target_layers=[_entry_norm(block)], reshape_transform=_tokens_to_grid(layout)
+        ) as cam:
             maps = cam(input_tensor=images, targets=[targets_module.ClassifierOutputTarget(c) for c in classes])
     return torch.as_tensor(maps, dtype=torch.float32).to(images.device)
+
+
+def _entry_norm(block: nn.Module) -> nn.Module:
+    """The norm the tokens entering ``block`` pass first: ``norm1``, or a parallel-branches block's first
+    branch's (every branch reads the same tokens, each through a norm of its own)."""
+    return block.attns[0].norm if hasattr(block, "attns") else block.norm1
 
 
 def patch_sums(pixels: Tensor, layout: TokenLayout) -> Tensor:
