@@ -37,6 +37,9 @@ LAYOUTS = {
     "registers": dict(reg_tokens=2),
     "attention pool": dict(class_token=False, global_pool="map"),
     "gated MLP, RMSNorm": dict(mlp_layer="swiglu", act_layer="silu", norm_layer="rmsnorm"),
+    "differential attention": dict(attn_layer="diff", reg_tokens=1, global_pool="avg"),
+    "parallel branches": dict(num_parallel=2, init_values=0.1),
+    "parallel block": dict(block_type="parallel"),
 }
 
 

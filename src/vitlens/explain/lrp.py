@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from ..layers.attention import Attention
-from ..layers.block import Block, DropPath
+from ..layers.block import AttentionBranch, Block, BranchesBlock, DropPath, MlpBranch
+from ..layers.diff_attention import DiffAttention
 from ..layers.mlp import Mlp, QuickGELU
 from ..layers.norm import LayerScale
 from ..layers.patch import PatchEmbed
@@ -52,7 +53,11 @@ _ACTIVATIONS = (nn.GELU, QuickGELU, nn.SiLU, nn.ReLU)
 _NORMS = (nn.LayerNorm, nn.RMSNorm)
 # modules whose every step is linear (or a container of modules with rules): the plain gradient is their ε-rule
 _LINEAR = (nn.Linear, nn.Conv2d, nn.Identity, nn.Dropout, nn.ModuleList, nn.Sequential, DropPath, LayerScale)
-_CONTAINERS = (VisionTransformer, Block, PatchEmbed, Attention, AttentionPool, Mlp)
+_CONTAINERS = (
+    VisionTransformer, Block, BranchesBlock, AttentionBranch, MlpBranch, PatchEmbed, Attention, DiffAttention,
+    AttentionPool, Mlp,
+)  # fmt: skip
+_ATTENTIONS = (Attention, DiffAttention, AttentionPool)
 
 
 class _ScaledGradient(Function):
@@ -141,7 +146,7 @@ def check_rules(model: nn.Module) -> None:
             raise ValueError(
                 f"relevance propagation has no rule for {type(module).__name__} ({name or 'the model'}); "
                 "it covers vitlens's own layers (linear maps, LayerNorm, RMSNorm, GELU, QuickGELU, SiLU, ReLU, "
-                "attention, attention pools, gated MLPs)"
+                "attention, differential attention, attention pools, gated MLPs, parallel branches)"
             )
 
 
@@ -156,7 +161,7 @@ def relevance_rules(model: nn.Module, rule: str = "attnlrp") -> Iterator[nn.Modu
     gate_rule = _attnlrp_gate if rule == "attnlrp" else _cp_gate
     with ExitStack() as stack:
         for module in model.modules():
-            if isinstance(module, (Attention, AttentionPool)):
+            if isinstance(module, _ATTENTIONS):
                 module.relevance_rule = attention_rule
                 stack.callback(delattr, module, "relevance_rule")
             elif isinstance(module, Mlp):

@@ -13,6 +13,7 @@ Its rows sum to 1 − λ and its entries may be negative: it is not a probabilit
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,10 @@ class DiffAttention(nn.Module):
     by 1 − λ_init before the heads are concatenated. ``forward`` takes and returns what
     :class:`~vitlens.layers.Attention`'s does; its maps are A above (the module's doc), pre-dropout
     (in training, dropout acts on the two softmax maps before they are combined, as in timm).
+    ``relevance_rule`` as in :class:`~vitlens.layers.attention.Attention` (on the 2H query/key heads).
     """
+
+    relevance_rule: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None = None
 
     def __init__(
         self,
@@ -93,6 +97,8 @@ class DiffAttention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if rows is not None:
             q = q[:, :, rows]
+        if self.relevance_rule is not None:
+            q, k, v = self.relevance_rule(q, k, v)
         lam = self.weight().type_as(q)
         if need_weights and queries is None:
             probs = query_rows(q, k, self.scale)  # (B, 2H, N, N): both maps of every head
