@@ -48,3 +48,16 @@ def test_deletion_auc_rewards_removing_the_ink_first():
     cls = torch.tensor([0])
     model = Constant()
     assert bench.deletion_auc(model, images, good, cls) < bench.deletion_auc(model, images, bad, cls)
+
+
+def test_insertion_auc_rewards_showing_the_ink_first():
+    images = torch.zeros(1, 1, 32, 32)
+    images[..., :8, :8] = 1.0
+    good = torch.zeros(1, 8, 8)
+    good[0, :2, :2] = 1.0
+    cls = torch.tensor([0])
+    model = Constant()
+    assert bench.insertion_auc(model, images, good, cls) > bench.insertion_auc(model, images, 1.0 - good, cls)
+    curve = bench.perturbation_curve(model, images, good, cls, insertion=True)
+    assert curve.shape == (1, 17) and curve[0, 0] < 1e-6  # a blank canvas: no ink
+    torch.testing.assert_close(curve[0, 1:], torch.full((16,), 64 / 1024))  # all the ink from the first step

@@ -31,7 +31,7 @@ def check_attention(attn: Tensor, layout: TokenLayout, name: str = "attention") 
         )
 
 
-CHUNK_BYTES = 64 * 2**20  # bounded explanations recompute a layer in chunks of query rows of about this many maps
+CHUNK_BYTES = 32 * 2**20  # bounded explanations recompute a layer in chunks of query rows of about this many maps
 
 
 def row_chunk(batch: int, heads: int, tokens: int) -> int:

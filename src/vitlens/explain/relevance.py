@@ -46,7 +46,7 @@ def _plus_identity(fused: Tensor, rows: Tensor | None = None) -> Tensor:
 def gae_step(attn: Tensor, grad: Tensor, rows: Tensor | None = None) -> Tensor:
     """Chefer's layer factor I + mean_h (∇A ⊙ A)⁺: (B, H, N, N) twice -> (B, N, N) (pool: (B, 1, N), no I).
     ``rows``: the maps are those query rows of the layer's; the factor's same rows come back."""
-    return _plus_identity((grad.float() * attn.float()).clamp_min(0).mean(dim=1), rows)
+    return _plus_identity((grad.float() * attn.float()).clamp_min_(0).mean(dim=1), rows)  # one (B, H, N, N) temporary
 
 
 def grad_rollout_step(attn: Tensor, grad: Tensor, rows: Tensor | None = None) -> Tensor:
