@@ -35,11 +35,12 @@ def _explanations() -> dict[str, Callable[[Any, torch.Tensor], Any]]:
         "rollout_rows": lambda model, x: explain.rollout(model, x, rows=True),
         "gae": lambda model, x: explain.gae(model, x, target(model)),
         "gae_bounded": lambda model, x: explain.gae(model, x, target(model), bounded=True),
+        "attnlrp": lambda model, x: explain.attnlrp(model, x, target(model)),
     }
 
 
-EXPLAIN_MODES = ("cls_rows", "rollout", "rollout_stream", "rollout_rows", "gae", "gae_bounded")
-GRADIENT_MODES = ("gae", "gae_bounded")  # they run their own backward: measured outside inference mode
+EXPLAIN_MODES = ("cls_rows", "rollout", "rollout_stream", "rollout_rows", "gae", "gae_bounded", "attnlrp")
+GRADIENT_MODES = ("gae", "gae_bounded", "attnlrp")  # they run their own backward: measured outside inference mode
 
 
 def _status(field: str) -> int:

@@ -31,12 +31,16 @@ def check_attention(attn: Tensor, layout: TokenLayout, name: str = "attention") 
         )
 
 
-CHUNK_BYTES = 32 * 2**20  # bounded explanations recompute a layer in chunks of query rows of about this many maps
+# Row-chunked recomputation holds this many bytes of a layer's map rows at a time: 64 MiB when only the
+# rows themselves live (rollout of the readout row), 16 MiB under autograd, whose backward holds about
+# four tensors that size (scores, maps and both gradients; bounded GAE and gradient rollout)
+CHUNK_BYTES = 64 * 2**20
+GRADIENT_CHUNK_BYTES = 16 * 2**20
 
 
-def row_chunk(batch: int, heads: int, tokens: int) -> int:
-    """How many query rows of a layer's maps make about ``CHUNK_BYTES``."""
-    return max(1, CHUNK_BYTES // (4 * batch * heads * tokens))
+def row_chunk(batch: int, heads: int, tokens: int, budget: int = CHUNK_BYTES) -> int:
+    """How many query rows of a layer's maps make about ``budget`` bytes."""
+    return max(1, budget // (4 * batch * heads * tokens))
 
 
 def readout_row(layout: TokenLayout, batch: int, device: torch.device) -> Tensor:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..model import TokenLayout, eval_mode
 from .fold import ProductFold, product
-from .maps import check_attention, patch_scores, readout_row, row_chunk
+from .maps import GRADIENT_CHUNK_BYTES, check_attention, patch_scores, readout_row, row_chunk
 from .targets import Target, target_scores
 
 Step = Callable[..., Tensor]  # (maps, their gradient[, rows]) -> the layer's factor
@@ -139,14 +139,14 @@ def _bounded(model: nn.Module, images: Tensor, target: Target, step: Step, chunk
 
     The forward keeps only each block's input tokens. The backward then recomputes one block at a
     time, from the last, ``chunk`` query rows at a time (by default as many as make about
-    ``CHUNK_BYTES`` of maps), with those rows' maps in the graph: the gradient of the score with
+    ``GRADIENT_CHUNK_BYTES`` of maps), with those rows' maps in the graph: the gradient of the score with
     respect to them and to the block's input gives the rows of the layer's factor, and the readout's
     row (1 x N) is multiplied by them at once. Rollout's readout row needs that row times each
     factor, never the N x N product. The target score sees the output without layer maps.
     """
     layout = model.token_layout(images)
     grid, n = layout.grid, layout.num_tokens
-    size = chunk or row_chunk(len(images), model.config.num_heads, n)
+    size = chunk or row_chunk(len(images), model.config.num_heads, n, GRADIENT_CHUNK_BYTES)
     with eval_mode(model):
         inputs = []
         with torch.no_grad():
