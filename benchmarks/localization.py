@@ -254,28 +254,8 @@ def evaluate(model, n_test: int = 1000, n_road: int = 200, batch: int = 250, log
 
 
 # ----------------------------------------------------------------------------- memory
-_MEMORY_CHILD = """
-import sys, torch, vitlens
-from vitlens import explain
-
-def mib(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1]) / 1024
-
-torch.manual_seed(0)
-torch.set_num_threads(1)
-method, streaming = sys.argv[1], sys.argv[2] == "1"
-model = vitlens.create_model("vit_small_patch16_224", img_size=384).eval()
-images = torch.randn(4, 3, 384, 384)
-open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current resident size
-before = mib("VmRSS")
-getattr(explain, method)(model, images, streaming=streaming)
-print(mib("VmHWM") - before)
-"""
-
-
-_COST_CHILD = """
+# what each measuring child process starts with: a /proc/self/status reader, a seed, one thread
+_CHILD_START = """
 import sys, time, torch, vitlens
 from vitlens import explain
 
@@ -286,7 +266,23 @@ def mib(key):
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
-method = explain.ATTRIBUTIONS.get(sys.argv[1]) or getattr(explain, sys.argv[1])
+"""
+_MEMORY_CHILD = (
+    _CHILD_START
+    + """method, streaming = sys.argv[1], sys.argv[2] == "1"
+model = vitlens.create_model("vit_small_patch16_224", img_size=384).eval()
+images = torch.randn(4, 3, 384, 384)
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current resident size
+before = mib("VmRSS")
+getattr(explain, method)(model, images, streaming=streaming)
+print(mib("VmHWM") - before)
+"""
+)
+
+
+_COST_CHILD = (
+    _CHILD_START
+    + """method = explain.ATTRIBUTIONS.get(sys.argv[1]) or getattr(explain, sys.argv[1])
 model = vitlens.create_model("vit_small_patch16_224").eval()
 image = torch.randn(1, 3, 224, 224)
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current resident size
@@ -300,6 +296,7 @@ for _ in range(2):  # the first call's peak, the second call's time
         peak = mib("VmHWM") - before
 print(peak, times[-1])
 """
+)
 # method (as explain names it) -> the row of the benchmark's table
 COSTED = {
     "cls_attention": "raw attention (last layer, head mean)",
