@@ -33,7 +33,7 @@ def enlarged(image: torch.Tensor, size: int):
 
 def attention_matrix_figure(attn: torch.Tensor, layout, image: torch.Tensor, path: Path) -> None:
     """Left: one head's full (N, N) weights, rows summing to 1. Right: the class token's row on the image."""
-    plt = plot._pyplot()
+    plt = plot.pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.8))
     im = left.imshow(attn.numpy(), cmap="viridis")
     left.axhline(layout.num_prefix_tokens - 0.5, color="w", lw=0.8)
@@ -54,21 +54,25 @@ def attention_matrix_figure(attn: torch.Tensor, layout, image: torch.Tensor, pat
 
 def methods_figure(model, images: torch.Tensor, boxes: torch.Tensor, path: Path) -> None:
     """Rows: test images with their box; columns: each explanation method's overlay."""
-    plt = plot._pyplot()
+    plt = plot.pyplot()
     x = normalize(images)
     maps = {
         "raw attention\n(last layer)": explain.cls_attention(model, x).mean(1),
         "rollout": explain.rollout(model, x),
         "gradient rollout": explain.grad_rollout(model, x),
         "GAE": explain.gae(model, x),
+        "AttnLRP": explain.attnlrp(model, x),
+        "CP-LRP": explain.cp_lrp(model, x),
+        "occlusion": explain.occlusion(model, x, baseline=-1.0),
     }
+    signed = {"AttnLRP", "CP-LRP", "occlusion"}  # drawn with 0 in the middle: red for the class, blue against
     fig, axes = plt.subplots(len(images), len(maps) + 1, figsize=(2.1 * (len(maps) + 1), 2.1 * len(images)))
     for r, image in enumerate(images):
         x0, y0, x1, y1 = (int(v) for v in boxes[r])
         scale = 256 / image.shape[-1]
         axes[r, 0].imshow(enlarged(image, 256))
         for c, (name, heat) in enumerate(maps.items(), start=1):
-            axes[r, c].imshow(plot.overlay(image, heat[r], size=256))
+            axes[r, c].imshow(plot.overlay(image, heat[r], size=256, signed=name in signed))
             if r == 0:
                 axes[r, c].set_title(name, fontsize=9)
         for ax in axes[r]:
