@@ -224,7 +224,7 @@ def lrp(
     grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wanted, grads)]
     relevance = torch.stack([_wide(t.detach() * g).sum(dim=-1) for t, g in zip(tokens, grads)], dim=1)
     map_relevance = tuple(_wide(w.detach() * g * 0.5) for w, g in zip(weights, grads[len(tokens) :]))
-    return Relevance(relevance, _wide(scores.detach()), layout, map_relevance if maps else ())
+    return Relevance(relevance, _wide(scores.detach()), layout, map_relevance)
 
 
 def _wide(x: Tensor) -> Tensor:
