@@ -38,7 +38,7 @@ class TrainConfig:
     )
     strict: bool = option(False, "fail on unreadable image files instead of skipping them")
     out: str = option("runs/train", "run folder")
-    epochs: int = option(60, "passes over the training set")
+    epochs: int = option(45, "passes over the training set")
     batch_size: int = option(32, "global batch, split over the processes (results do not depend on their number)")
     lr: float = option(2e-3, "peak AdamW learning rate")
     min_lr: float = option(1e-5, "learning rate at the end of the cosine decay")
