@@ -6,7 +6,8 @@
 Each mode's peak memory is measured in a fresh process (``python -m vitlens.bench.memory``:
 the resident-set high-water mark of one call, minus what the process held before it), the median of
 ``--memory-repeats`` processes (the allocator moves a single one by ±25 MiB; unbounded GAE, at
-19 GB and 90 s, once); times are medians of interleaved calls in one process. Modes: plain
+19 GB and 90 s, once); times are medians of interleaved calls in one process, every other round in
+reverse order, and each speed ratio is the median of the rounds' paired ratios. Modes: plain
 inference, the class token's rows of the last layer (``queries="cls"``), the last layer's full
 maps, rollout (streamed, and its readout row alone: ``rows=True``), GAE and GAE with bounded memory
 (``bounded=True``), AttnLRP (fused attention in its backward: no maps at all). Targets: class rows
@@ -42,7 +43,7 @@ def call(model, mode: str, x: torch.Tensor):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1036)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--stem", default="high_resolution")
     parser.add_argument("--memory-repeats", type=int, default=3)
@@ -62,21 +63,22 @@ def main() -> None:
     model = case.build().eval()
     x = torch.randn(1, 3, args.size, args.size)
     times: dict[str, list[float]] = {m: [] for m in modes}
-    for _ in range(args.repeats):
-        for mode in modes:
+    for round_ in range(args.repeats):
+        for mode in modes if round_ % 2 == 0 else modes[::-1]:  # no mode always runs right after another
             with torch.inference_mode(mode not in GRADIENT_MODES):
                 start = time.perf_counter()
                 call(model, mode, x)
                 times[mode].append(time.perf_counter() - start)
         print("round:", {m: round(t[-1], 2) for m, t in times.items()}, flush=True)
-    plain_mem, plain_time = memory["plain"]["forward_bytes"], statistics.median(times["plain"])
+    plain_mem = memory["plain"]["forward_bytes"]
     rows = {
         m: {
             "forward_mib": memory[m]["forward_bytes"] / 2**20,
             "peak_mib": memory[m]["peak_bytes"] / 2**20,
             "memory_vs_plain": memory[m]["forward_bytes"] / plain_mem,
             "seconds": statistics.median(times[m]),
-            "speed_vs_plain": plain_time / statistics.median(times[m]),
+            # paired: each round's plain time over the mode's, so a drifting machine cancels out
+            "speed_vs_plain": statistics.median(p / t for p, t in zip(times["plain"], times[m])),
         }
         for m in modes
     }
@@ -88,7 +90,8 @@ def main() -> None:
         f"# {case.name}: DINOv2-S/14 at {args.size}x{args.size}, batch 1",
         "",
         f"Machine: {info.get('cpu', '?')}, {info['threads']} threads, torch {info['torch']}; "
-        f"allocator tuned; {args.repeats} interleaved rounds (median). Memory: one call in a fresh process, "
+        f"allocator tuned; {args.repeats} interleaved rounds, every other one in reverse order; seconds: the median, "
+        "speed × plain: the median of the rounds' plain ÷ mode ratios. Memory: one call in a fresh process, "
         "the high-water mark minus what the process held before the call; the median of "
         f"{args.memory_repeats} processes (unbounded GAE: one).",
         "",

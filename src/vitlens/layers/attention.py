@@ -197,21 +197,21 @@ def attention_with_weights_inplace(
 ) -> tuple[Tensor, Tensor]:
     """softmax(scale · q kᵀ + bias) v and the softmax, for (B, H, Nq, d) queries, without autograd.
 
-    The same numbers as the explicit path with fewer passes over memory: q, k and v are laid
-    out once as (B·H, N, d) so that both products run as plain batched GEMMs (kᵀ is a free
-    transposed view), the scale is folded into the first GEMM, and the scores are written
-    straight into the returned weights tensor (on top of the bias, when there is one) and
-    softmaxed in place.
+    The explicit path's kernels (scaled q, two batched GEMMs, softmax) with fewer passes over
+    memory: q is scaled as it is laid out as (B·H, Nq, d) (one pass, not two), k and v are laid
+    out once so that both products run as plain batched GEMMs (kᵀ is a free transposed view),
+    and the scores are written straight into the returned weights tensor (on top of the bias,
+    when there is one) and softmaxed in place.
     """
     B, H, Nq, d = q.shape
     N, dv = k.shape[-2], v.shape[-1]
-    q, k, v = q.reshape(B * H, Nq, d), k.reshape(B * H, N, d), v.reshape(B * H, N, dv)
+    scaled = torch.mul(q, scale, out=q.new_empty(B, H, Nq, d))
+    q, k, v = scaled.view(B * H, Nq, d), k.reshape(B * H, N, d), v.reshape(B * H, N, dv)
     if bias is None:
-        weights = q.new_empty(B * H, Nq, N)
-        torch.baddbmm(weights, q, k.transpose(1, 2), beta=0.0, alpha=scale, out=weights)
+        weights = torch.bmm(q, k.transpose(1, 2), out=q.new_empty(B * H, Nq, N))
     else:
         weights = bias.to(q.dtype).expand(B, H, Nq, N).reshape(B * H, Nq, N).clone()
-        weights.baddbmm_(q, k.transpose(1, 2), alpha=scale)
+        weights.baddbmm_(q, k.transpose(1, 2))
     torch.softmax(weights, dim=-1, out=weights)
     out = torch.bmm(weights, v)
     return out.view(B, H, Nq, dv), weights.view(B, H, Nq, N)
