@@ -157,3 +157,21 @@ def test_timm_families_are_timed_against_timms_own_model(name):
     result = bench.run_case(case, peers=["timm", "hf"], repeats=1, peak_gflops=100.0, log=lambda _: None)
     assert result["max_logit_diff"]["timm"] < 1e-4  # timm's Eva / VisionTransformer with the same weights
     assert "hf" in result["skipped_peers"] and set(result["modes"]["maps_all"]) >= {"vitlens", "timm"}
+
+
+def test_the_maps_profile_compares_both_libraries_op_by_op(tmp_path):
+    """benchmarks/maps_profile.py runs end to end and lists the attention ops of both maps paths."""
+    pytest.importorskip("timm")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "maps_profile.py"
+    spec = importlib.util.spec_from_file_location("maps_profile", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    stem = tmp_path / "profile"
+    script.main(["--model", "vit_digits", "--batch", "2", "--repeats", "1", "--rounds", "2", "--stem", str(stem)])
+    table = (tmp_path / "profile.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| `")}
+    assert {"`aten::bmm`", "`aten::_softmax`"} <= set(rows)  # both paths form the maps explicitly
+    assert "maps speed ÷ own plain" in table and "vit_digits, batch 2" in table
