@@ -340,3 +340,31 @@ def test_bounded_explanations_recomputed_a_few_rows_at_a_time_are_the_same():
     torch.testing.assert_close(
         explain.gae(pooled, x, target, bounded=5), explain.gae(pooled, x, target), atol=1e-5, rtol=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        dict(k_bias=False, rope="axial", mlp_layer="swiglu"),  # EVA: q and v biases, the projection's own path
+        dict(attn_layer="diff"),
+        dict(block_type="parallel"),
+        dict(num_parallel=2),
+        dict(num_kv_heads=2),
+    ],
+    ids=["eva", "diff", "parallel", "branches", "grouped-kv"],
+)
+def test_bounded_explanations_project_each_layer_once_and_still_equal_todays(kind):
+    """Recomputed two rows at a time (9 chunks a layer), q/k/v projected once per layer: the same numbers."""
+    model = tiny(num_classes=5, **kind)
+    x = torch.randn(2, 3, 16, 16)
+    projections = [m.qkv for m in model.modules() if hasattr(m, "qkv")]
+    calls = []
+    hooks = [p.register_forward_hook(lambda *_: calls.append(1)) for p in projections]
+    for method in (explain.gae, explain.grad_rollout):
+        expected = method(model, x)
+        calls.clear()
+        torch.testing.assert_close(method(model, x, bounded=2), expected, atol=1e-5, rtol=1e-5)
+        if kind.get("k_bias", True):  # EVA's projection reads qkv.weight itself: no module call to count
+            assert len(calls) == 2 * len(projections)  # the forward, then once in the backward, per layer
+    for hook in hooks:
+        hook.remove()

@@ -19,11 +19,14 @@ gets its own target and its own gradient.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
+from ..layers.attention import Attention
+from ..layers.diff_attention import DiffAttention
 from ..model import TokenLayout, eval_mode
 from .fold import ProductFold, product
 from .maps import GRADIENT_CHUNK_BYTES, check_attention, patch_scores, readout_row, row_chunk
@@ -134,6 +137,40 @@ def _streaming(model: nn.Module, images: Tensor, target, step: Step) -> Tensor:
     return patch_scores(fold.result(), layout)
 
 
+@contextmanager
+def projections_once(block: nn.Module) -> Iterator[list[tuple[Tensor, Tensor]]]:
+    """While open, each attention in ``block`` computes its q/k/v projection on its first call only.
+
+    That call's output ``out`` (with its graph back to the block's input) is kept, and every call,
+    the first too, is handed the same leaf ``out.detach().requires_grad_()``: a layer recomputed a
+    few rows at a time then projects every token once, not once per chunk. Yields the
+    ``(out, leaf)`` pairs, filled by the first call: the leaves' gradients, summed over the chunks,
+    are carried back through ``out`` once.
+    """
+    pairs: list[tuple[Tensor, Tensor]] = []
+    attentions = [m for m in block.modules() if isinstance(m, (Attention, DiffAttention))]
+
+    def once(project: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+        kept: list[Tensor] = []
+
+        def projected(x: Tensor) -> Tensor:
+            if not kept:
+                out = project(x)
+                kept.append(out.detach().requires_grad_())
+                pairs.append((out, kept[0]))
+            return kept[0]
+
+        return projected
+
+    for attention in attentions:
+        attention.project = once(attention.project)  # an instance attribute over the method
+    try:
+        yield pairs
+    finally:
+        for attention in attentions:
+            del attention.project  # the class's method again
+
+
 def _bounded(model: nn.Module, images: Tensor, target: Target, step: Step, chunk: int | None = None) -> Tensor:
     """The same relevance in bounded memory: activation checkpointing, and a row instead of a product.
 
@@ -141,8 +178,10 @@ def _bounded(model: nn.Module, images: Tensor, target: Target, step: Step, chunk
     time, from the last, ``chunk`` query rows at a time (by default as many as make about
     ``GRADIENT_CHUNK_BYTES`` of maps), with those rows' maps in the graph: the gradient of the score with
     respect to them and to the block's input gives the rows of the layer's factor, and the readout's
-    row (1 x N) is multiplied by them at once. Rollout's readout row needs that row times each
-    factor, never the N x N product. The target score sees the output without layer maps.
+    row (1 x N) is multiplied by them at once: rollout's readout row needs that row times each factor,
+    never the N x N product. Every token's q, k and v are projected once per layer
+    (:func:`projections_once`), and their gradient goes back through the projection once. The target
+    score sees the output without layer maps.
     """
     layout = model.token_layout(images)
     grid, n = layout.grid, layout.num_tokens
@@ -172,17 +211,33 @@ def _bounded(model: nn.Module, images: Tensor, target: Target, step: Step, chunk
             for i in reversed(range(len(model.blocks))):
                 tokens = inputs.pop().requires_grad_()
                 next_row, next_grad = torch.zeros_like(row), torch.zeros_like(tokens)
-                for start in range(0, n, size):
-                    rows = torch.arange(start, min(n, start + size), device=tokens.device)
-                    y, attn = model.run_block(i, tokens, grid, need_weights=True, rows=rows)
-                    attn_grad, token_grad = torch.autograd.grad(
-                        y, [attn, tokens], grad_outputs=grad[:, rows], allow_unused=True
-                    )
-                    attn_grad = torch.zeros_like(attn) if attn_grad is None else attn_grad
-                    next_row += row[:, :, rows] @ step(attn.detach(), attn_grad, rows)
-                    if token_grad is not None:
-                        next_grad += token_grad
-                    del y, attn, attn_grad, token_grad
+                with projections_once(model.blocks[i]) as projections:
+                    leaf_grads: list[Tensor] = []
+                    for start in range(0, n, size):
+                        rows = torch.arange(start, min(n, start + size), device=tokens.device)
+                        y, attn = model.run_block(i, tokens, grid, need_weights=True, rows=rows)
+                        leaves = [leaf for _, leaf in projections]
+                        # retained: a norm shared with the projection (parallel blocks) is walked again at the end
+                        attn_grad, token_grad, *grads = torch.autograd.grad(
+                            y, [attn, tokens, *leaves], grad_outputs=grad[:, rows], allow_unused=True, retain_graph=True
+                        )
+                        attn_grad = torch.zeros_like(attn) if attn_grad is None else attn_grad
+                        next_row += row[:, :, rows] @ step(attn.detach(), attn_grad, rows)
+                        if token_grad is not None:
+                            next_grad += token_grad
+                        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, leaves)]
+                        if leaf_grads:  # summed in place: one gradient of q/k/v held besides the chunk's
+                            for total, g in zip(leaf_grads, grads):
+                                total += g
+                        else:
+                            leaf_grads = grads
+                        del y, attn, attn_grad, token_grad, grads
+                    if projections:  # every chunk's q/k/v gradient, back through the projection once
+                        (token_grad,) = torch.autograd.grad(
+                            [out for out, _ in projections], [tokens], grad_outputs=leaf_grads, allow_unused=True
+                        )
+                        if token_grad is not None:
+                            next_grad += token_grad
                 row, grad = next_row, next_grad
     return patch_scores(row, layout)
 

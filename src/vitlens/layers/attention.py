@@ -95,6 +95,14 @@ class Attention(nn.Module):
         self.proj = nn.Linear(inner, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def project(self, x: Tensor) -> Tensor:
+        """The one q/k/v projection of every token, (B, N, q + k + v); a method of its own so that a
+        layer recomputed a few rows at a time can compute it once (bounded-memory explanations)."""
+        if self.q_bias is None:
+            return self.qkv(x)
+        bias = torch.cat([self.q_bias, self.q_bias.new_zeros(self.split[1]), self.v_bias])  # none for k
+        return F.linear(x, self.qkv.weight, bias)
+
     def forward(
         self,
         x: Tensor,
@@ -111,11 +119,7 @@ class Attention(nn.Module):
         O(R·N) of maps (bounded-memory explanations).
         """
         B, N, D = x.shape
-        if self.q_bias is None:
-            qkv = self.qkv(x)
-        else:  # q and v biases, none for k
-            bias = torch.cat([self.q_bias, self.q_bias.new_zeros(self.split[1]), self.v_bias])
-            qkv = F.linear(x, self.qkv.weight, bias)
+        qkv = self.project(x)
         # (B, N, q + k + v) -> three (B, heads, N, d): project first, then split into heads.
         heads = (self.num_heads, self.num_kv_heads, self.num_kv_heads)
         q, k, v = (t.reshape(B, N, h, self.head_dim).transpose(1, 2) for t, h in zip(qkv.split(self.split, -1), heads))

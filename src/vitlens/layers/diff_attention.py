@@ -77,6 +77,10 @@ class DiffAttention(nn.Module):
         second = torch.exp((self.lambda_q2 * self.lambda_k2).sum(-1).float())
         return first - second + self.lambda_init
 
+    def project(self, x: Tensor) -> Tensor:
+        """The one q/k/v projection of every token (B, N, 3·D), as :meth:`Attention.project`."""
+        return self.qkv(x)
+
     def forward(
         self,
         x: Tensor,
@@ -90,7 +94,7 @@ class DiffAttention(nn.Module):
         if rope is not None:
             raise ValueError("differential attention takes no rotary embedding")
         B, N, D = x.shape
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q, k, v = self.project(x).chunk(3, dim=-1)
         q = q.reshape(B, N, 2 * self.num_heads, self.head_dim).transpose(1, 2)
         k = k.reshape(B, N, 2 * self.num_heads, self.head_dim).transpose(1, 2)
         v = v.reshape(B, N, self.num_heads, 2 * self.head_dim).transpose(1, 2)
