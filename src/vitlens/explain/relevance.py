@@ -209,37 +209,53 @@ def _bounded(model: nn.Module, images: Tensor, target: Target, step: Step, chunk
             grad = grads[0]
             del out, scores, wanted, grads, x
             for i in reversed(range(len(model.blocks))):
-                tokens = inputs.pop().requires_grad_()
-                next_row, next_grad = torch.zeros_like(row), torch.zeros_like(tokens)
-                with projections_once(model.blocks[i]) as projections:
-                    leaf_grads: list[Tensor] = []
-                    for start in range(0, n, size):
-                        rows = torch.arange(start, min(n, start + size), device=tokens.device)
-                        y, attn = model.run_block(i, tokens, grid, need_weights=True, rows=rows)
-                        leaves = [leaf for _, leaf in projections]
-                        # retained: a norm shared with the projection (parallel blocks) is walked again at the end
-                        attn_grad, token_grad, *grads = torch.autograd.grad(
-                            y, [attn, tokens, *leaves], grad_outputs=grad[:, rows], allow_unused=True, retain_graph=True
-                        )
-                        attn_grad = torch.zeros_like(attn) if attn_grad is None else attn_grad
-                        next_row += row[:, :, rows] @ step(attn.detach(), attn_grad, rows)
-                        if token_grad is not None:
-                            next_grad += token_grad
-                        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, leaves)]
-                        if leaf_grads:  # summed in place: one gradient of q/k/v held besides the chunk's
-                            for total, g in zip(leaf_grads, grads):
-                                total += g
-                        else:
-                            leaf_grads = grads
-                        del y, attn, attn_grad, token_grad, grads
-                    if projections:  # every chunk's q/k/v gradient, back through the projection once
-                        (token_grad,) = torch.autograd.grad(
-                            [out for out, _ in projections], [tokens], grad_outputs=leaf_grads, allow_unused=True
-                        )
-                        if token_grad is not None:
-                            next_grad += token_grad
-                row, grad = next_row, next_grad
+                row, grad = _recompute_layer(model, i, inputs.pop().requires_grad_(), grid, row, grad, step, size)
     return patch_scores(row, layout)
+
+
+def _recompute_layer(
+    model: nn.Module,
+    index: int,
+    tokens: Tensor,
+    grid: tuple[int, int],
+    row: Tensor,
+    grad: Tensor,
+    step: Step,
+    size: int,
+) -> tuple[Tensor, Tensor]:
+    """One block of :func:`_bounded`'s backward: ``row`` times the block's factor, and the gradient at its input.
+
+    The block is recomputed ``size`` query rows at a time from its input ``tokens``, given ``grad``, the
+    gradient at its output. q, k and v come from one projection per layer (:func:`projections_once`); the
+    chunks' gradients of it are summed in place and go back through it once at the end, so the chunks'
+    graphs are retained (a parallel block's norm feeds both the projection and the rows' MLP).
+    """
+    n = tokens.shape[1]
+    next_row, next_grad = torch.zeros_like(row), torch.zeros_like(tokens)
+    leaf_grads: list[Tensor] | None = None
+    with projections_once(model.blocks[index]) as projections:
+        for start in range(0, n, size):
+            rows = torch.arange(start, min(n, start + size), device=tokens.device)
+            y, attn = model.run_block(index, tokens, grid, need_weights=True, rows=rows)
+            leaves = [leaf for _, leaf in projections]
+            attn_grad, token_grad, *grads = torch.autograd.grad(
+                y, [attn, tokens, *leaves], grad_outputs=grad[:, rows], allow_unused=True, retain_graph=True
+            )
+            attn_grad = torch.zeros_like(attn) if attn_grad is None else attn_grad
+            next_row += row[:, :, rows] @ step(attn.detach(), attn_grad, rows)
+            if token_grad is not None:
+                next_grad += token_grad
+            grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, leaves)]
+            if leaf_grads is None:
+                leaf_grads = grads
+            else:  # in place: one gradient of q/k/v held besides the chunk's
+                for total, g in zip(leaf_grads, grads):
+                    total += g
+            del y, attn, attn_grad, token_grad, grads
+        if projections:
+            outs = [out for out, _ in projections]
+            next_grad += torch.autograd.grad(outs, tokens, grad_outputs=leaf_grads)[0]
+    return next_row, next_grad
 
 
 def gae(
